@@ -1,0 +1,1 @@
+"""HTTP service: FastAPI app over the copilot core library."""

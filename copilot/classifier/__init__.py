@@ -1,0 +1,1 @@
+"""Multi-label classifier over the taxonomy: data, training, calibration, inference."""

@@ -1,0 +1,249 @@
+"""`copilot` command line. Every command that needs a missing component exits 3 with one line naming what is missing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from copilot.config import get_settings
+from copilot.errors import ComponentMissing, CopilotError
+
+app = typer.Typer(help="Moderation Copilot: policy-cited suggestions for Trust & Safety teams.", no_args_is_help=True, pretty_exceptions_enable=False)
+policy_app = typer.Typer(help="Read, lint, search and question the policy corpus.", no_args_is_help=True)
+index_app = typer.Typer(help="Build the retrieval index over the policy corpus.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create API keys for the service.", no_args_is_help=True)
+eval_app = typer.Typer(help="Offline evaluation: run datasets, compare runs, tune thresholds.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(index_app, name="index")
+app.add_typer(keys_app, name="keys")
+app.add_typer(eval_app, name="eval")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(exc: CopilotError | str, code: int = 1) -> NoReturn:
+    msg = exc.detail if isinstance(exc, CopilotError) else exc
+    err.print(f"[red]error:[/red] {msg}", highlight=False)
+    raise typer.Exit(3 if isinstance(exc, ComponentMissing) else code)
+
+
+def progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err)
+
+
+def _runtime():  # type: ignore[no-untyped-def]
+    from copilot.runtime import Runtime
+
+    return Runtime(get_settings())
+
+
+# ---- serve --------------------------------------------------------------------------------------------------------
+@app.command()
+def serve(host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless a proxy fronts it.")] = "",
+          port: Annotated[int, typer.Option(help="TCP port.")] = 0) -> None:
+    """Start the HTTP service with its web console (http://HOST:PORT/, API docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    host, port = host or settings.host, port or settings.port
+    err.print(f"Moderation Copilot on [bold]http://{host}:{port}/[/bold] (console), API docs at http://{host}:{port}/docs")
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+
+
+# ---- policy -------------------------------------------------------------------------------------------------------
+@policy_app.command("lint")
+def policy_lint(corpus: Annotated[Path | None, typer.Option(help="Corpus folder (default: COPILOT_CORPUS_DIR).")] = None) -> None:
+    """Validate the corpus: IDs, fields, labels, examples. Prints every problem as file:line: message."""
+    from copilot.policy.corpus import lint_corpus
+
+    root = corpus or get_settings().corpus_dir
+    c, errors = lint_corpus(root)
+    if errors:
+        for e in errors:
+            print(e, file=sys.stderr)
+        err.print(f"[red]{len(errors)} problem(s)[/red]")
+        raise typer.Exit(1)
+    assert c is not None
+    n_ex = sum(len(x.violating) + len(x.non_violating) for x in c.clauses.values())
+    out.print(f"corpus ok: version {c.version}, {len(c.clauses)} clauses in {len(c.file_meta)} files, {n_ex} examples, {len(c.taxonomy.labels)} labels")
+
+
+@policy_app.command("show")
+def policy_show(clause_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print one clause by its stable ID (e.g. HAT-1.1)."""
+    from copilot.policy import load_corpus
+
+    try:
+        c = load_corpus(get_settings().corpus_dir).get(clause_id)
+    except CopilotError as exc:
+        fail(exc)
+    if as_json:
+        print(c.model_dump_json(indent=2))
+        return
+    out.print(f"[bold]{c.id} {c.title}[/bold]  ({c.area}; {', '.join(c.labels)}; {c.kind}; severity {c.severity}; action {c.action.value})")
+    out.print(f"[italic]{c.summary}[/italic]\n\n{c.rule}\n\nRationale: {c.rationale}")
+    for title, items in (("Exceptions", c.exceptions), ("Violating", c.violating), ("Non-violating", c.non_violating)):
+        out.print(f"\n{title}:")
+        for x in items:
+            out.print(f"  - {x}", highlight=False)
+
+
+@policy_app.command("search")
+def policy_search(query: str, k: Annotated[int, typer.Option("--k", help="Number of clauses.")] = 5,
+                  method: Annotated[str, typer.Option(help="hybrid | dense | bm25")] = "hybrid",
+                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Find the clauses that govern a situation, in plain words."""
+    try:
+        hits = _runtime().index.search(query, k=k, method=method)
+    except CopilotError as exc:
+        fail(exc)
+    if as_json:
+        print(json.dumps([h.model_dump(include={"clause_id", "title", "labels", "score"}) for h in hits], indent=2))
+        return
+    t = Table("clause", "title", "labels", "kind", "score")
+    for h in hits:
+        t.add_row(h.clause_id, h.title, ", ".join(h.labels), h.kind, f"{h.score:.4f}")
+    out.print(t)
+
+
+@policy_app.command("ask")
+def policy_ask(question: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Answer a policy question from the clauses, with citations (abstains when the corpus does not cover it)."""
+    from copilot.ask import ask
+
+    try:
+        ans = ask(_runtime(), question)
+    except CopilotError as exc:
+        fail(exc)
+    if as_json:
+        print(json.dumps({"answer": ans.answer, "citations": [c.model_dump() for c in ans.citations], "abstained": ans.abstained}, indent=2))
+    else:
+        out.print(ans.answer, highlight=False)
+
+
+# ---- index --------------------------------------------------------------------------------------------------------
+@index_app.command("build")
+def index_build(force: Annotated[bool, typer.Option(help="Re-embed every chunk even if unchanged.")] = False) -> None:
+    """Build (or refresh) the FAISS + BM25 index; only changed clauses are re-embedded."""
+    from copilot.policy import load_corpus
+    from copilot.retrieval.embedder import get_embedder
+    from copilot.retrieval.index import PolicyIndex
+
+    s = get_settings()
+    try:
+        corpus = load_corpus(s.corpus_dir)
+        emb = get_embedder(s.embedder_path, s.torch_threads)
+        with progress() as p:
+            task = p.add_task("embedding clauses", total=None)
+            idx, rep = PolicyIndex.load_or_build(corpus, emb, s.index_dir, force=force, progress=lambda d, t: p.update(task, completed=d, total=t))
+    except CopilotError as exc:
+        fail(exc)
+    state = "rebuilt" if rep.rebuilt else "up to date"
+    out.print(f"index {state}: {rep.n_chunks} chunks ({rep.n_embedded} embedded, {rep.n_reused} reused) for corpus {corpus.version} in {rep.seconds:.1f}s at {s.index_dir}")
+
+
+# ---- suggest / classify ---------------------------------------------------------------------------------------------
+@app.command()
+def suggest(text: Annotated[str | None, typer.Argument(help="Case text (or use --case-file).")] = None,
+            case_file: Annotated[Path | None, typer.Option(help="JSON file with a Case (caption, transcript, ...).")] = None,
+            mode: Annotated[str, typer.Option(help="fast | full | auto")] = "auto",
+            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Suggest labels, cited clauses and an action for one case."""
+    from copilot.schema import Case
+    from copilot.suggest import suggest as run
+
+    if mode not in ("fast", "full", "auto"):
+        fail(f"--mode must be fast, full or auto, not {mode!r}", 2)
+    if case_file:
+        case = Case.model_validate_json(case_file.read_text())
+    elif text is not None:
+        case = Case.from_text(text)
+    else:
+        fail("give the case text as an argument or --case-file", 2)
+    try:
+        sug = run(_runtime(), case, mode)
+    except CopilotError as exc:
+        fail(exc)
+    if as_json:
+        print(sug.model_dump_json(indent=2))
+        return
+    out.print(f"[bold]labels:[/bold] {', '.join(sug.labels) or '(none)'}   action: {sug.action.value}   abstained: {sug.abstained}   path: {sug.path}")
+    for c in sug.citations:
+        out.print(f"  {c.clause_id} {c.title}: {c.summary}", highlight=False)
+    out.print(f"rationale: {sug.rationale}", highlight=False)
+
+
+@app.command()
+def classify(text: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print the classifier's calibrated per-label scores for a text."""
+    rt = _runtime()
+    try:
+        clf = rt.classifier
+    except CopilotError as exc:
+        fail(exc)
+    probs = clf.predict_proba([text])[0]
+    rows = {l: {"score": round(float(p), 4), "threshold": clf.thresholds[l], "flagged": bool(p >= clf.thresholds[l])} for l, p in zip(clf.labels, probs, strict=True)}
+    if as_json:
+        print(json.dumps({"model": clf.model_id, "scores": rows, "unsupported": list(clf.meta.unsupported)}, indent=2))
+        return
+    t = Table("label", "score", "threshold", "flagged")
+    for l, r in rows.items():
+        t.add_row(l, f"{r['score']:.3f}", f"{r['threshold']:.3f}", "yes" if r["flagged"] else "")
+    out.print(t)
+
+
+# ---- train --------------------------------------------------------------------------------------------------------
+@app.command()
+def train(out_dir: Annotated[Path | None, typer.Option("--out", help="Model folder (default: models/classifier).")] = None,
+          quick: Annotated[bool, typer.Option(help="Small sample, one epoch: a usable model in minutes.")] = False,
+          epochs: Annotated[int, typer.Option(help="Training epochs.")] = 2,
+          resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in the output folder.")] = True,
+          seed: int = 13) -> None:
+    """Fine-tune the multi-label classifier, calibrate it on dev, pick thresholds, write the model card."""
+    try:
+        from copilot.classifier.train import TrainArgs, run_training
+    except ImportError as exc:
+        fail(ComponentMissing(f"training: {exc}"))
+    s = get_settings()
+    args = TrainArgs(out_dir=out_dir or s.classifier_path, quick=quick, epochs=1 if quick else epochs, resume=resume, seed=seed)
+    try:
+        run_training(args)
+    except CopilotError as exc:
+        fail(exc)
+
+
+# ---- keys ---------------------------------------------------------------------------------------------------------
+@keys_app.command("create")
+def keys_create(role: Annotated[str, typer.Option(help="moderator | policy | auditor | admin")],
+                name: Annotated[str, typer.Option(help="Who or what uses the key.")] = "cli") -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+    from copilot.store import keys
+    from copilot.store.db import Database
+
+    try:
+        db = Database.open(get_settings().db_url)
+        with db.session() as s:
+            key = keys.create_key(s, role, name)
+    except CopilotError as exc:
+        fail(exc)
+    print(key)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+

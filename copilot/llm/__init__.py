@@ -1,0 +1,1 @@
+"""LLM backends and the suggestion / Q&A chains (the full path)."""

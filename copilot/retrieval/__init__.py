@@ -1,0 +1,1 @@
+"""Retrieval over the policy corpus: dense (FAISS) + BM25, fused."""

@@ -1,0 +1,198 @@
+"""Persistent hybrid index over the policy corpus.
+
+Layout under <data_dir>/index/: manifest.json (corpus version, embedder id, dimension, build time, chunk keys),
+chunks.jsonl, embeddings.npy, dense.faiss. The index is rebuilt when the corpus version or the embedder changes, and
+only chunks whose text changed are re-embedded (embeddings are reused by chunk key).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import bm25s
+import faiss
+import numpy as np
+
+from copilot.policy.corpus import Corpus
+from copilot.retrieval.chunks import Chunk, corpus_chunks
+from copilot.retrieval.embedder import Embedder
+from copilot.schema import SearchHit
+
+log = logging.getLogger(__name__)
+MANIFEST_VERSION = 2
+
+try:
+    import Stemmer
+
+    _STEMMER = Stemmer.Stemmer("english")
+except ImportError:  # PyStemmer is a pinned dependency; without it BM25 still works on surface forms
+    _STEMMER = None
+
+
+def _tokenize(texts: list[str]) -> list[list[str]]:
+    return bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False)  # type: ignore[return-value]
+
+
+@dataclass
+class BuildReport:
+    n_chunks: int
+    n_embedded: int
+    n_reused: int
+    seconds: float
+    rebuilt: bool
+
+
+class PolicyIndex:
+    def __init__(self, corpus: Corpus, embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray, manifest: dict) -> None:
+        self.corpus = corpus
+        self.embedder = embedder
+        self.chunks = chunks
+        self.manifest = manifest
+        self.dense = faiss.IndexFlatIP(vectors.shape[1])
+        self.dense.add(vectors)
+        self.bm25 = bm25s.BM25()
+        self.bm25.index(_tokenize([c.text for c in chunks]), show_progress=False)
+
+    # ---- building -------------------------------------------------------------------------------------------
+    @classmethod
+    def load_or_build(
+        cls, corpus: Corpus, embedder: Embedder, index_dir: Path, force: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[PolicyIndex, BuildReport]:
+        t0 = time.perf_counter()
+        manifest_path = index_dir / "manifest.json"
+        chunks = corpus_chunks(corpus)
+        old: dict[str, np.ndarray] = {}
+        manifest: dict = {}
+        if manifest_path.exists():
+            try:
+                manifest = json.loads(manifest_path.read_text())
+                if manifest.get("embedder_id") == embedder.model_id and manifest.get("manifest_version") == MANIFEST_VERSION:
+                    vecs = np.load(index_dir / "embeddings.npy")
+                    old = dict(zip(manifest["chunk_keys"], vecs, strict=True))
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("index at %s unreadable (%s); rebuilding", index_dir, exc)
+                manifest, old = {}, {}
+        fresh = (
+            not force and manifest.get("corpus_version") == corpus.version
+            and manifest.get("embedder_id") == embedder.model_id and all(c.key in old for c in chunks)
+        )
+        todo = [c for c in chunks if c.key not in old] if not force else chunks
+        if todo:
+            vecs_new = _encode_with_progress(embedder, [c.text for c in todo], progress)
+            old.update({c.key: v for c, v in zip(todo, vecs_new, strict=True)})
+        vectors = np.stack([old[c.key] for c in chunks]).astype(np.float32)
+        if not fresh:
+            manifest = {
+                "manifest_version": MANIFEST_VERSION,
+                "corpus_version": corpus.version,
+                "embedder_id": embedder.model_id,
+                "embedder_path": str(embedder.path),
+                "dimension": int(vectors.shape[1]),
+                "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "n_clauses": len(corpus.active),
+                "n_chunks": len(chunks),
+                "chunk_keys": [c.key for c in chunks],
+            }
+            _write_atomically(index_dir, manifest, chunks, vectors)
+        index = cls(corpus, embedder, chunks, vectors, manifest)
+        report = BuildReport(len(chunks), len(todo), len(chunks) - len(todo), time.perf_counter() - t0, rebuilt=not fresh)
+        return index, report
+
+    # ---- search ---------------------------------------------------------------------------------------------
+    def dense_ranking(self, query_vec: np.ndarray, depth: int = 64) -> dict[str, float]:
+        scores, ids = self.dense.search(query_vec.reshape(1, -1), min(depth, len(self.chunks)))
+        return _best_per_clause(self.chunks, ids[0], scores[0])
+
+    def bm25_ranking(self, query: str, depth: int = 64) -> dict[str, float]:
+        tokens = _tokenize([query])
+        if not tokens[0]:
+            return {}
+        ids, scores = self.bm25.retrieve(tokens, k=min(depth, len(self.chunks)), show_progress=False, n_threads=1)
+        keep = scores[0] > 0
+        return _best_per_clause(self.chunks, ids[0][keep], scores[0][keep])
+
+    def search(self, query: str, k: int = 5, method: str = "hybrid", rrf_k: int = 60, areas: set[str] | None = None) -> list[SearchHit]:
+        """Rank clauses for a query. `hybrid` fuses the dense and BM25 rankings by reciprocal rank."""
+        if method not in ("dense", "bm25", "hybrid"):
+            raise ValueError(f"unknown retrieval method {method!r} (dense, bm25, hybrid)")
+        rankings: list[dict[str, float]] = []
+        if method in ("dense", "hybrid"):
+            rankings.append(self.dense_ranking(self.embedder.encode([query])[0]))
+        if method in ("bm25", "hybrid"):
+            rankings.append(self.bm25_ranking(query))
+        fused = rankings[0] if len(rankings) == 1 else rrf(rankings, rrf_k)
+        hits = []
+        for cid, score in sorted(fused.items(), key=lambda kv: -kv[1]):
+            clause = self.corpus.clauses[cid]
+            if areas and clause.area not in areas:
+                continue
+            hits.append(SearchHit(clause_id=cid, title=clause.title, labels=clause.labels, area=clause.area, kind=clause.kind, score=round(float(score), 6)))
+            if len(hits) >= k:
+                break
+        return hits
+
+
+def rrf(rankings: list[dict[str, float]], k: int = 60) -> dict[str, float]:
+    """Reciprocal rank fusion: sum of 1/(k + rank) over the rankings a clause appears in."""
+    fused: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, cid in enumerate(sorted(ranking, key=lambda c: -ranking[c]), start=1):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+def _best_per_clause(chunks: list[Chunk], ids: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for i, s in zip(ids, scores, strict=True):
+        if i < 0:
+            continue
+        cid = chunks[int(i)].clause_id
+        if float(s) > best.get(cid, float("-inf")):
+            best[cid] = float(s)
+    return best
+
+
+def _encode_with_progress(embedder: Embedder, texts: list[str], progress: Callable[[int, int], None] | None) -> np.ndarray:
+    out = []
+    step = 64
+    for i in range(0, len(texts), step):
+        out.append(embedder.encode(texts[i : i + step]))
+        if progress:
+            progress(min(i + step, len(texts)), len(texts))
+    return np.concatenate(out) if out else np.zeros((0, embedder.dim), dtype=np.float32)
+
+
+def _write_atomically(index_dir: Path, manifest: dict, chunks: list[Chunk], vectors: np.ndarray) -> None:
+    """Write to a temp folder then swap, so a crash mid-build never leaves a manifest that lies about its files."""
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = index_dir.with_name(index_dir.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "embeddings.npy", vectors)
+    dense = faiss.IndexFlatIP(vectors.shape[1])
+    dense.add(vectors)
+    faiss.write_index(dense, str(tmp / "dense.faiss"))
+    with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as f:
+        for c in chunks:
+            f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    old = index_dir.with_name(index_dir.name + ".old")
+    if index_dir.exists():
+        if old.exists():
+            _rmtree(old)
+        index_dir.rename(old)
+    tmp.rename(index_dir)
+    if old.exists():
+        _rmtree(old)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

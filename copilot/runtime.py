@@ -1,0 +1,157 @@
+"""The loaded components of one process (corpus, index, classifier, LLM, database) and their readiness.
+
+Components load lazily and at most once; `warm_up()` loads them all (the service calls it in a background thread at
+start so /readyz answers at once and reports 'loading' until they are in). A component that is missing is reported
+with the reason, never replaced by a stand-in.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from copilot.config import Settings
+from copilot.errors import ComponentMissing, CopilotError
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("corpus", "index", "classifier", "database")
+OPTIONAL = ("llm",)
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    status: Literal["ready", "missing", "loading", "not_configured"]
+    required: bool
+    detail: str = ""
+    version: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "required": self.required, "detail": self.detail, "version": self.version}
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._values: dict[str, Any] = {}
+        self._errors: dict[str, str] = {}
+        self._loading: set[str] = set()
+
+    def _get(self, name: str, factory: Any) -> Any:
+        with self._lock:
+            if name in self._values:
+                return self._values[name]
+            self._loading.add(name)
+            try:
+                t0 = time.perf_counter()
+                value = factory()
+                log.info("loaded %s in %.2fs", name, time.perf_counter() - t0)
+            except CopilotError as exc:
+                self._errors[name] = exc.detail
+                raise
+            except Exception as exc:  # a component that fails to load is reported, not hidden
+                self._errors[name] = f"{type(exc).__name__}: {exc}"
+                log.exception("failed to load %s", name)
+                raise ComponentMissing(f"{name}: {self._errors[name]}") from exc
+            finally:
+                self._loading.discard(name)
+            self._values[name] = value
+            self._errors.pop(name, None)
+            return value
+
+    # ---- components ---------------------------------------------------------------------------------------------
+    @property
+    def corpus(self):  # type: ignore[no-untyped-def]
+        from copilot.policy import load_corpus
+
+        return self._get("corpus", lambda: load_corpus(self.settings.corpus_dir))
+
+    @property
+    def embedder(self):  # type: ignore[no-untyped-def]
+        from copilot.retrieval.embedder import get_embedder
+
+        return self._get("embedder", lambda: get_embedder(self.settings.embedder_path, self.settings.torch_threads))
+
+    @property
+    def index(self):  # type: ignore[no-untyped-def]
+        from copilot.retrieval.index import PolicyIndex
+
+        def build():  # type: ignore[no-untyped-def]
+            idx, report = PolicyIndex.load_or_build(self.corpus, self.embedder, self.settings.index_dir)
+            if report.rebuilt:
+                log.info("index built: %d chunks (%d embedded, %d reused) in %.1fs", report.n_chunks, report.n_embedded, report.n_reused, report.seconds)
+            return idx
+
+        return self._get("index", build)
+
+    @property
+    def classifier(self):  # type: ignore[no-untyped-def]
+        from copilot.classifier.inference import Classifier
+
+        return self._get("classifier", lambda: Classifier(self.settings.classifier_path, self.settings.thresholds_file, self.settings.torch_threads))
+
+    @property
+    def database(self):  # type: ignore[no-untyped-def]
+        from copilot.store.db import Database
+
+        return self._get("database", lambda: Database.open(self.settings.db_url))
+
+    @property
+    def llm(self):  # type: ignore[no-untyped-def]
+        from copilot.llm.backends import load_chat_model
+
+        return self._get("llm", lambda: load_chat_model(self.settings))
+
+    def has(self, name: str) -> bool:
+        return name in self._values
+
+    def try_get(self, name: str) -> Any | None:
+        try:
+            return getattr(self, name)
+        except CopilotError:
+            return None
+
+    def warm_up(self) -> None:
+        for name in (*REQUIRED, *OPTIONAL):
+            if name == "llm" and self.settings.llm_backend == "none":
+                continue
+            self.try_get(name)
+
+    # ---- readiness ----------------------------------------------------------------------------------------------
+    def readiness(self) -> list[ComponentStatus]:
+        out = []
+        for name in (*REQUIRED, *OPTIONAL):
+            required = name in REQUIRED
+            if name == "llm" and self.settings.llm_backend == "none":
+                out.append(ComponentStatus(name, "not_configured", required, "COPILOT_LLM_BACKEND=none: full path falls back to the fast path"))
+            elif name in self._values:
+                out.append(ComponentStatus(name, "ready", required, version=_version_of(name, self._values[name])))
+            elif name in self._errors:
+                out.append(ComponentStatus(name, "missing", required, self._errors[name]))
+            else:
+                out.append(ComponentStatus(name, "loading", required, "not loaded yet"))
+        return out
+
+    def model_ids(self) -> dict[str, str]:
+        ids = {}
+        for name in ("classifier", "embedder", "llm"):
+            if name in self._values:
+                ids[name] = _version_of(name, self._values[name]) or name
+        return ids
+
+
+def _version_of(name: str, value: Any) -> str | None:
+    if name == "corpus":
+        return str(value.version)
+    if name == "index":
+        return f"{value.manifest.get('corpus_version')}/{value.manifest.get('embedder_id')}"
+    if name in ("classifier", "embedder", "llm"):
+        return str(getattr(value, "model_id", type(value).__name__))
+    if name == "database":
+        return str(getattr(value, "dialect", ""))
+    return None

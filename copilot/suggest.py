@@ -1,0 +1,144 @@
+"""One case in, one Suggestion out: the data flow of DESIGN.md.
+
+Fast path: calibrated classifier scores + retrieved clauses, no LLM. Every suggested label is backed by a clause of
+that label retrieved for this case; a label the classifier flags but no clause supports is not suggested, and the
+suggestion abstains. Full path (LLM chain) lives in copilot/llm/chain.py and falls back to this one.
+
+Abstention rule (fast path), in order:
+1. a flagged label with no supporting prohibition clause among the area-restricted retrieval hits -> abstain;
+2. any supported label whose score lies within `fast_path_margin` of its threshold -> uncertain -> abstain
+   (the router sends such cases to the full path when an LLM is configured);
+3. retrieval ranks a prohibition clause of a label the classifier does not support first, with a strong dense
+   match -> abstain, so a human (or the LLM) judges that label.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from copilot.errors import ComponentMissing
+from copilot.runtime import Runtime
+from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, LabelScore, SearchHit, Suggestion
+from copilot.validate import validate_case
+
+log = logging.getLogger(__name__)
+
+# Dense cosine similarity above which a retrieved clause of an unsupported label is a strong enough signal to escalate.
+UNSUPPORTED_ESCALATE_SIM = 0.55
+
+
+@dataclass
+class Scored:
+    scores: list[LabelScore]
+    flagged: list[str]
+    uncertain: list[str]
+
+
+def score_case(rt: Runtime, texts: list[str]) -> list[Scored]:
+    clf = rt.classifier
+    probs = clf.predict_proba(texts)
+    return [_scored(rt, row) for row in probs]
+
+
+def _scored(rt: Runtime, row: np.ndarray) -> Scored:
+    clf = rt.classifier
+    margin = rt.settings.fast_path_margin
+    scores, flagged, uncertain = [], [], []
+    by_label = dict(zip(clf.labels, row, strict=True))
+    for label in rt.corpus.taxonomy.label_names:
+        if label in by_label:
+            p, thr = float(by_label[label]), clf.thresholds[label]
+            is_flagged = p >= thr
+            scores.append(LabelScore(label=label, score=round(p, 4), threshold=round(thr, 4), flagged=is_flagged))
+            if is_flagged:
+                flagged.append(label)
+            if abs(p - thr) < margin and max(p, thr) > 0.05:
+                uncertain.append(label)
+        else:
+            scores.append(LabelScore(label=label, score=0.0, threshold=None, flagged=False, supported=False))
+    return Scored(scores, flagged, uncertain)
+
+
+def _cite(hit: SearchHit, rt: Runtime) -> Citation:
+    clause = rt.corpus.get(hit.clause_id)
+    return Citation(clause_id=clause.id, title=clause.title, area=clause.area, summary=clause.summary, score=hit.score)
+
+
+def suggest_fast(rt: Runtime, case: Case, scored: Scored | None = None) -> Suggestion:
+    t0 = time.perf_counter()
+    validate_case(case, rt.settings)
+    text = case.text()
+    if scored is None:
+        scored = score_case(rt, [text])[0]
+    index = rt.index
+    taxonomy = rt.corpus.taxonomy
+    hits = index.search(text, k=rt.settings.retrieval_k)
+    labels: list[str] = []
+    citations: dict[str, Citation] = {}
+    reasons: list[str] = []
+    abstain: list[str] = []
+    for label in scored.flagged:
+        area = taxonomy.labels[label].area
+        candidates = [h for h in hits if label in h.labels and h.kind == "prohibition"]
+        if not candidates:
+            candidates = [h for h in index.search(text, k=10, areas={area}) if label in h.labels and h.kind == "prohibition"]
+        if not candidates:
+            abstain.append(f"{label} scored above threshold but no clause of that label matches this case")
+            continue
+        best = candidates[0]
+        labels.append(label)
+        citations.setdefault(best.clause_id, _cite(best, rt))
+        score = next(s for s in scored.scores if s.label == label)
+        reasons.append(f"{label} {score.score:.2f} (threshold {score.threshold:.2f}) -> {best.clause_id} {best.title}")
+        allowance = next((h for h in hits if h.kind == "allowance" and h.area == area), None)
+        if allowance is not None and (best not in hits or hits.index(allowance) < hits.index(best)):
+            abstain.append(f"allowance clause {allowance.clause_id} ({allowance.title}) ranks above {best.clause_id}: a human should check the exception")
+    if scored.uncertain:
+        abstain.append("score close to threshold for " + ", ".join(scored.uncertain))
+    supported = {s.label for s in scored.scores if s.supported}
+    if hits:
+        top = hits[0]
+        unsupported = [l for l in top.labels if l not in supported]
+        if top.kind == "prohibition" and unsupported:
+            sim = float(np.dot(rt.embedder.encode([text])[0], rt.embedder.encode([rt.corpus.get(top.clause_id).index_text()])[0]))
+            if sim >= UNSUPPORTED_ESCALATE_SIM:
+                abstain.append(f"retrieval matches {top.clause_id} ({', '.join(unsupported)}), a label the classifier does not cover (similarity {sim:.2f})")
+                citations.setdefault(top.clause_id, _cite(top, rt))
+    action = _strictest([rt.corpus.get(c).action for c in citations if rt.corpus.get(c).kind == "prohibition" and set(rt.corpus.get(c).labels) & set(labels)])
+    if abstain:
+        action = Action.escalate
+    rationale = "; ".join(reasons) if reasons else "No label scored above its threshold."
+    if abstain:
+        rationale += ". Escalated: " + "; ".join(abstain)
+    return Suggestion(
+        labels=labels, scores=scored.scores, citations=list(citations.values()), rationale=rationale, action=action,
+        abstained=bool(abstain), abstain_reason="; ".join(abstain) or None, path="fast",
+        corpus_version=rt.corpus.version, model_ids=rt.model_ids(), latency_ms=round((time.perf_counter() - t0) * 1000, 2),
+    )
+
+
+def _strictest(actions: list[Action]) -> Action:
+    if not actions:
+        return Action.no_action
+    return min(actions, key=ACTION_SEVERITY.index)
+
+
+def suggest(rt: Runtime, case: Case, mode: str = "auto") -> Suggestion:
+    """Route a case: fast path when confident, the LLM chain when uncertain (auto) or asked for (full)."""
+    validate_case(case, rt.settings)
+    fast = suggest_fast(rt, case)
+    if mode == "fast" or (mode == "auto" and not fast.abstained):
+        return fast
+    if rt.settings.llm_backend == "none":
+        if mode == "full":
+            fast.fallback_reason = "no LLM configured (COPILOT_LLM_BACKEND=none)"
+        return fast
+    try:
+        from copilot.llm.chain import suggest_full
+    except ImportError as exc:  # pragma: no cover - the chain module is part of the package
+        raise ComponentMissing(f"llm chain: {exc}") from exc
+    return suggest_full(rt, case, fast)

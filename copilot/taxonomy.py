@@ -1,0 +1,69 @@
+"""The label set, read from policy_corpus/taxonomy.yaml."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from copilot.errors import UnknownLabel
+
+
+@dataclass(frozen=True)
+class Area:
+    key: str
+    title: str
+    file: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    area: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    areas: dict[str, Area]
+    labels: dict[str, Label]
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.labels)
+
+    def check(self, label: str) -> str:
+        """Return the label or raise UnknownLabel naming the closest valid labels."""
+        if label in self.labels:
+            return label
+        close = difflib.get_close_matches(label, self.labels, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownLabel(f"unknown label {label!r}{hint} (valid: {', '.join(self.labels)})")
+
+    def area_of(self, label: str) -> Area:
+        return self.areas[self.labels[self.check(label)].area]
+
+    def area_by_prefix(self, prefix: str) -> Area | None:
+        return next((a for a in self.areas.values() if a.prefix == prefix), None)
+
+
+def load_taxonomy(path: Path) -> Taxonomy:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    areas = {k: Area(key=k, title=v["title"], file=v["file"], prefix=v["prefix"]) for k, v in raw["areas"].items()}
+    labels = {}
+    for name, v in raw["labels"].items():
+        if v["area"] not in areas:
+            raise ValueError(f"{path}: label {name!r} names unknown area {v['area']!r}")
+        labels[name] = Label(name=name, area=v["area"], description=v["description"].strip())
+    return Taxonomy(areas=areas, labels=labels)
+
+
+@lru_cache
+def default_taxonomy() -> Taxonomy:
+    from copilot.config import get_settings
+
+    return load_taxonomy(get_settings().corpus_dir / "taxonomy.yaml")
