@@ -44,6 +44,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            # FastAPI's message for a body that is not UTF-8 (json.loads on bytes raises UnicodeDecodeError)
+            return problem(400, "malformed_json", "Malformed JSON", "the request body is not valid UTF-8 JSON", request)
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
         code = codes.get(exc.status_code, f"http_{exc.status_code}")
         return problem(exc.status_code, code, code.replace("_", " ").capitalize(), str(exc.detail), request)

@@ -1,8 +1,13 @@
-"""`copilot` command line. Every command that needs a missing component exits 3 with one line naming what is missing."""
+"""Core commands of the `copilot` CLI (policy, index, suggest, classify, train, keys).
+
+`serve` (which needs the API) and `eval` (the harness) are added by copilot_cli, the composition root, so this
+package never imports api/ or eval/. Every command that needs a missing component exits 3 with one line naming it.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -19,19 +24,21 @@ app = typer.Typer(help="Moderation Copilot: policy-cited suggestions for Trust &
 policy_app = typer.Typer(help="Read, lint, search and question the policy corpus.", no_args_is_help=True)
 index_app = typer.Typer(help="Build the retrieval index over the policy corpus.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create API keys for the service.", no_args_is_help=True)
-eval_app = typer.Typer(help="Offline evaluation: run datasets, compare runs, tune thresholds.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(index_app, name="index")
 app.add_typer(keys_app, name="keys")
-app.add_typer(eval_app, name="eval")
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 err = Console(stderr=True)
 out = Console()
 
 
 def fail(exc: CopilotError | str, code: int = 1) -> NoReturn:
     msg = exc.detail if isinstance(exc, CopilotError) else exc
-    err.print(f"[red]error:[/red] {msg}", highlight=False)
+    print(f"error: {msg}", file=sys.stderr)  # one unwrapped line, so scripts and log scrapers see all of it
     raise typer.Exit(3 if isinstance(exc, ComponentMissing) else code)
 
 
@@ -44,21 +51,6 @@ def _runtime():  # type: ignore[no-untyped-def]
     from copilot.runtime import Runtime
 
     return Runtime(get_settings())
-
-
-# ---- serve --------------------------------------------------------------------------------------------------------
-@app.command()
-def serve(host: Annotated[str, typer.Option(help="Interface to bind; keep 127.0.0.1 unless a proxy fronts it.")] = "",
-          port: Annotated[int, typer.Option(help="TCP port.")] = 0) -> None:
-    """Start the HTTP service with its web console (http://HOST:PORT/, API docs at /docs)."""
-    import uvicorn
-
-    from api.app import create_app
-
-    settings = get_settings()
-    host, port = host or settings.host, port or settings.port
-    err.print(f"Moderation Copilot on [bold]http://{host}:{port}/[/bold] (console), API docs at http://{host}:{port}/docs")
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
 # ---- policy -------------------------------------------------------------------------------------------------------
@@ -153,6 +145,20 @@ def index_build(force: Annotated[bool, typer.Option(help="Re-embed every chunk e
     out.print(f"index {state}: {rep.n_chunks} chunks ({rep.n_embedded} embedded, {rep.n_reused} reused) for corpus {corpus.version} in {rep.seconds:.1f}s at {s.index_dir}")
 
 
+@index_app.command("finetune-embedder")
+def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder (default: models/embedder).")] = None,
+                   epochs: Annotated[int, typer.Option(help="Passes over the corpus pairs.")] = 4) -> None:
+    """Fine-tune the embedder on (example -> clause) pairs of the corpus; the service uses models/embedder when present."""
+    from copilot.policy import load_corpus
+    from copilot.retrieval.embedder import default_embedder_path
+    from copilot.retrieval.finetune import FinetuneArgs, finetune
+
+    s = get_settings()
+    out_dir = out or s.models_dir / "embedder"
+    info = finetune(load_corpus(s.corpus_dir), default_embedder_path(), FinetuneArgs(out_dir=out_dir, epochs=epochs))
+    print(f"embedder fine-tuned on {info['pairs']} pairs in {info['seconds']} s -> {out_dir}")
+
+
 # ---- suggest / classify ---------------------------------------------------------------------------------------------
 @app.command()
 def suggest(text: Annotated[str | None, typer.Argument(help="Case text (or use --case-file).")] = None,
@@ -238,12 +244,3 @@ def keys_create(role: Annotated[str, typer.Option(help="moderator | policy | aud
     except CopilotError as exc:
         fail(exc)
     print(key)
-
-
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-

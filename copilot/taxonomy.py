@@ -44,6 +44,15 @@ class Taxonomy:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownLabel(f"unknown label {label!r}{hint} (valid: {', '.join(self.labels)})")
 
+    def close(self, labels: list[str]) -> list[str]:
+        """Add the base label of every sub-label ('hate/threatening' implies 'hate'), as OpenAI's categories nest."""
+        out = set(labels)
+        for label in labels:
+            base = label.split("/")[0]
+            if "/" in label and base in self.labels:
+                out.add(base)
+        return sorted(out)
+
     def area_of(self, label: str) -> Area:
         return self.areas[self.labels[self.check(label)].area]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from api.deps import RuntimeDep
+from api.deps import AUDIT, RuntimeDep, require
 from api.metrics import render
 
 router = APIRouter(tags=["health"])
@@ -21,7 +21,7 @@ def readyz(rt: RuntimeDep) -> JSONResponse:
     return JSONResponse({"ready": ready, "components": [c.as_dict() for c in comps]}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics (auditor or admin key)", response_class=Response, dependencies=[require(*AUDIT)])
 def metrics() -> Response:
     body, content_type = render()
     return Response(body, media_type=content_type)

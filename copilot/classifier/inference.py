@@ -51,7 +51,7 @@ class Classifier:
         from transformers import AutoModelForSequenceClassification
 
         torch.set_num_threads(self.threads)
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(self.folder), local_files_only=True, torch_dtype=torch.float32)
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(self.folder), local_files_only=True, dtype=torch.float32)
         self.model.eval()
         self.backend = "torch-fp32"
 

@@ -152,8 +152,9 @@ def _parse_clause(
     for req in REQUIRED:
         if req not in fields or not fields[req]:
             errors.append(f"{where}:{lineno}: {clause_id}: missing or empty field '{req}'")
-    if len(errors) > n_before:
-        return None
+            # keep checking the fields that are there: an author wants every problem of the clause at once
+            fields.setdefault(req, [] if req in LIST_FIELDS else "")
+            field_line.setdefault(req, lineno)
 
     labels = [x.strip() for x in fields["Labels"].split(",") if x.strip()]
     for label in labels:
@@ -162,24 +163,24 @@ def _parse_clause(
         elif area and taxonomy.labels[label].area != area:
             errors.append(f"{where}:{field_line['Labels']}: {clause_id}: label {label!r} belongs to area {taxonomy.labels[label].area!r}")
     kind = fields["Kind"].lower()
-    if kind not in ("prohibition", "allowance"):
+    if fields["Kind"] and kind not in ("prohibition", "allowance"):
         errors.append(f"{where}:{field_line['Kind']}: {clause_id}: Kind must be prohibition or allowance, not {fields['Kind']!r}")
     try:
-        severity = int(fields["Severity"])
+        severity = int(fields["Severity"] or 4)
         if not 1 <= severity <= 4:
             raise ValueError
     except ValueError:
         errors.append(f"{where}:{field_line['Severity']}: {clause_id}: Severity must be 1..4, not {fields['Severity']!r}")
         severity = 4
     action = fields["Action"].strip().lower()
-    if action not in Action.__members__:
+    if fields["Action"] and action not in Action.__members__:
         errors.append(f"{where}:{field_line['Action']}: {clause_id}: unknown Action {fields['Action']!r} (valid: {', '.join(Action.__members__)})")
     for exc in fields["Exceptions"]:
         head = exc.split(":", 1)[0].strip().lower()
         if head not in EXCEPTION_KINDS:
             errors.append(f"{where}:{field_line['Exceptions']}: {clause_id}: exception kind {head!r} not one of {', '.join(EXCEPTION_KINDS)}")
     for key in ("Violating", "Non-violating"):
-        if len(fields[key]) < MIN_EXAMPLES:
+        if fields[key] and len(fields[key]) < MIN_EXAMPLES:
             errors.append(f"{where}:{field_line[key]}: {clause_id}: needs at least {MIN_EXAMPLES} {key} examples, has {len(fields[key])}")
     status = fields.get("Status", "active").lower()
     if status not in ("active", "retired"):

@@ -38,7 +38,13 @@ class Embedder:
         torch.set_num_threads(threads)
         self.model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
         self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension())
-        self.model_id = f"{self.path.name if self.path.name != 'model' else self.path.parent.name}@{self.dim}"
+        tag = self.path.name if self.path.name != "model" else self.path.parent.name
+        ft = self.path / "finetune.json"
+        if ft.exists():  # a model fine-tuned here: its id changes with every training run, so the index is rebuilt
+            import hashlib
+
+            tag = f"{tag}-ft{hashlib.sha256(ft.read_bytes()).hexdigest()[:8]}"
+        self.model_id = f"{tag}@{self.dim}"
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:

@@ -1,0 +1,55 @@
+# The two commands of the README: `make run` and `make test`. Both are idempotent: a second run skips what is done.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
+DATA_DIR ?= var
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: run test install system-deps prepare lint typecheck layers test-only clean help
+
+help:
+	@echo "make run    install everything, prepare index and model, start the service on http://127.0.0.1:8000/"
+	@echo "make test   install everything plus test tools, run lint, type checks, layering and the whole test suite"
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install --quiet torch==2.13.0 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install --quiet -r requirements/lock.txt 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install --quiet --no-deps -e . 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip check
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+# Debian packages the tests use (PostgreSQL for the storage tests, Chromium for the console test). Needs root.
+system-deps:
+	@bash scripts/system-deps.sh
+
+prepare: install
+	@$(BIN)/copilot policy lint
+	@$(BIN)/copilot index build
+	@test -f models/classifier/labels.json || { echo "no shipped classifier: training a quick one (a few minutes)"; $(BIN)/copilot train --quick; }
+
+run: prepare
+	@bash scripts/first-key.sh $(BIN)/copilot
+	$(BIN)/copilot serve --host 127.0.0.1 --port 8000
+
+lint: install
+	$(BIN)/ruff check copilot api eval tests benchmarks
+typecheck: install
+	$(BIN)/mypy copilot api
+layers: install
+	$(BIN)/lint-imports
+
+test-only:
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: install system-deps lint typecheck layers prepare
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR)

@@ -1,0 +1,103 @@
+"""Retrieval speed: index build time, warm single-query search latency per method, and a synthetic 100k-chunk
+FAISS index (flat vs HNSW) to show where the crossover is.
+
+    python benchmarks/retrieval_bench.py [--synthetic 100000] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--synthetic", type=int, default=100_000, help="chunks in the synthetic index (0 to skip)")
+    ap.add_argument("--queries", type=int, default=200, help="queries timed per method")
+    args = ap.parse_args()
+
+    import faiss
+    import torch
+
+    from copilot.config import get_settings
+    from copilot.policy import load_corpus
+    from copilot.retrieval.embedder import get_embedder
+    from copilot.retrieval.index import PolicyIndex
+    from eval.retrieval_eval import load_queries
+
+    s = get_settings()
+    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, faiss {faiss.__version__}")
+    corpus = load_corpus(s.corpus_dir)
+    emb = get_embedder(s.embedder_path, s.torch_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        idx, rep = PolicyIndex.load_or_build(corpus, emb, Path(tmp) / "index", force=True)
+        build = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        PolicyIndex.load_or_build(corpus, emb, Path(tmp) / "index")
+        reload = time.perf_counter() - t0
+    print(f"index build (embed {rep.n_chunks} chunks of {len(corpus.active)} clauses): {build:.2f} s; warm reload, nothing re-embedded: {reload:.2f} s")
+    qs = [q.query for q in load_queries()][: args.queries]
+    for q in qs[:5]:
+        idx.search(q, 5)
+    print("\n| method | p50 ms | p95 ms |\n|---|---|---|")
+    for method in ("bm25", "dense", "hybrid"):
+        lat = []
+        for q in qs:
+            t0 = time.perf_counter()
+            idx.search(q, 5, method=method)
+            lat.append((time.perf_counter() - t0) * 1000)
+        print(f"| {method} | {statistics.median(lat):.2f} | {pct(lat, 95):.2f} |")
+    qv = emb.encode(qs)
+    lat = []
+    for v in qv:
+        t0 = time.perf_counter()
+        idx.dense_ranking(v)
+        lat.append((time.perf_counter() - t0) * 1000)
+    print(f"(dense search alone, query already embedded: p50 {statistics.median(lat):.3f} ms)")
+
+    if args.synthetic:
+        n, d = args.synthetic, emb.dim
+        rng = np.random.default_rng(0)
+        xb = rng.standard_normal((n, d), dtype=np.float32)
+        xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+        xq = qv.astype(np.float32)
+        print(f"\nsynthetic {n} x {d} (random unit vectors; query set = our queries)")
+        print("| index | size | build s | p50 ms/query | recall@10 vs flat |\n|---|---|---|---|---|")
+        for size in (1_000, 10_000, 30_000, n):
+            flat = faiss.IndexFlatIP(d)
+            t0 = time.perf_counter()
+            flat.add(xb[:size])
+            fb = time.perf_counter() - t0
+            hn = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+            hn.hnsw.efConstruction = 80
+            t0 = time.perf_counter()
+            hn.add(xb[:size])
+            hb = time.perf_counter() - t0
+            hn.hnsw.efSearch = 64
+            res = {}
+            for name, ix in (("flat", flat), ("hnsw", hn)):
+                lat, ids = [], []
+                for v in xq:
+                    t0 = time.perf_counter()
+                    _, I = ix.search(v.reshape(1, -1), 10)
+                    lat.append((time.perf_counter() - t0) * 1000)
+                    ids.append(set(I[0].tolist()))
+                res[name] = (statistics.median(lat), ids)
+            recall = float(np.mean([len(a & b) / 10 for a, b in zip(res["flat"][1], res["hnsw"][1], strict=True)]))
+            print(f"| flat | {size} | {fb:.2f} | {res['flat'][0]:.3f} | 1.000 |")
+            print(f"| hnsw M=32 ef=64 | {size} | {hb:.2f} | {res['hnsw'][0]:.3f} | {recall:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from copilot_cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Offline evaluation harness: datasets, metrics, runner, comparison, reports. Imports copilot, never api."""

@@ -1,0 +1,90 @@
+"""Retrieval quality on our own queries (eval/retrieval/queries/*.jsonl): recall@1, recall@5, MRR@10 per method and area.
+
+A query counts as found at k when any of its gold clauses is in the top k (most queries have one gold clause).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from copilot.config import PROJECT_ROOT
+
+QUERIES = PROJECT_ROOT / "eval" / "retrieval" / "queries"
+METHODS = ("bm25", "dense", "hybrid")
+
+
+@dataclass
+class Query:
+    id: str
+    area: str
+    kind: str
+    query: str
+    gold: list[str]
+
+
+def load_queries(folder: Path = QUERIES) -> list[Query]:
+    out = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                out.append(Query(r["id"], r["area"], r["kind"], r["query"], r["gold"]))
+    return out
+
+
+def evaluate(index, queries: list[Query], methods: tuple[str, ...] = METHODS, rrf_k: int = 60) -> dict:  # type: ignore[no-untyped-def]
+    unknown = {g for q in queries for g in q.gold if g not in index.corpus.clauses}
+    if unknown:
+        raise ValueError(f"queries cite clauses missing from the corpus: {sorted(unknown)}")
+    results: dict = {}
+    for method in methods:
+        per_q = []
+        latencies = []
+        for q in queries:
+            t0 = time.perf_counter()
+            hits = index.search(q.query, k=10, method=method, rrf_k=rrf_k)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            ranked = [h.clause_id for h in hits]
+            rank = next((i + 1 for i, c in enumerate(ranked) if c in q.gold), None)
+            per_q.append((q, rank))
+        results[method] = {
+            "overall": _summ([r for _, r in per_q]),
+            "by_area": {a: _summ([r for q, r in per_q if q.area == a]) for a in sorted({q.area for q in queries})},
+            "by_kind": {k: _summ([r for q, r in per_q if q.kind == k]) for k in sorted({q.kind for q in queries})},
+            "latency_ms": {"p50": round(statistics.median(latencies), 2), "p95": round(sorted(latencies)[int(0.95 * (len(latencies) - 1))], 2)},
+            "misses": [q.id for q, r in per_q if r is None or r > 5],
+        }
+    return results
+
+
+def _summ(ranks: list[int | None]) -> dict:
+    n = len(ranks)
+    if n == 0:
+        return {}
+    return {
+        "n": n,
+        "recall@1": round(sum(1 for r in ranks if r == 1) / n, 3),
+        "recall@5": round(sum(1 for r in ranks if r and r <= 5) / n, 3),
+        "mrr@10": round(sum(1 / r for r in ranks if r and r <= 10) / n, 3),
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = ["| method | n | recall@1 | recall@5 | MRR@10 | p50 ms | p95 ms |", "|---|---|---|---|---|---|---|"]
+    for m, r in results.items():
+        o = r["overall"]
+        lines.append(f"| {m} | {o['n']} | {o['recall@1']} | {o['recall@5']} | {o['mrr@10']} | {r['latency_ms']['p50']} | {r['latency_ms']['p95']} |")
+    areas = list(next(iter(results.values()))["by_area"])
+    lines += ["", "recall@5 by area:", "", "| area | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
+    for a in areas:
+        lines.append(f"| {a} | " + " | ".join(str(results[m]["by_area"][a]["recall@5"]) for m in results) + " |")
+    kinds = list(next(iter(results.values()))["by_kind"])
+    lines += ["", "recall@5 by query kind:", "", "| kind | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
+    for k in kinds:
+        lines.append(f"| {k} | " + " | ".join(str(results[m]["by_kind"][k]["recall@5"]) for m in results) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""Real components for tests: the bundled corpus, the packaged MiniLM embedder, the shipped classifier, a real SQLite
+file in a temp dir, and the real app served by uvicorn on a loopback port. Only a remote LLM would be faked."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from copilot.config import PROJECT_ROOT, Settings  # noqa: E402
+from copilot.runtime import Runtime  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("copilot")
+
+
+@pytest.fixture(scope="session")
+def settings(session_dir: Path) -> Settings:
+    return Settings(env="test", data_dir=session_dir / "data", log_level="WARNING")
+
+
+@pytest.fixture(scope="session")
+def runtime(settings: Settings) -> Runtime:
+    return Runtime(settings)
+
+
+@dataclass
+class Server:
+    url: str
+    runtime: Runtime
+    keys: dict[str, str]
+
+    def client(self, role: str | None = "admin") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.keys[role]}"} if role else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+def start_server(settings: Settings, runtime: Runtime | None = None, warm: bool = True) -> tuple[str, object, threading.Thread]:
+    import uvicorn
+
+    from api.app import create_app
+
+    port = free_port()
+    app = create_app(settings, runtime, warm=warm)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    else:
+        raise RuntimeError("server did not start")
+    return url, server, thread
+
+
+@pytest.fixture(scope="session")
+def server(settings: Settings, runtime: Runtime) -> Iterator[Server]:
+    from copilot.store import keys
+
+    url, srv, thread = start_server(settings, runtime)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if httpx.get(url + "/readyz", timeout=5).status_code == 200:
+            break
+        time.sleep(0.5)
+    else:
+        raise RuntimeError("service never became ready: " + httpx.get(url + "/readyz").text)
+    made = {}
+    with runtime.database.session() as s:
+        for role in ("moderator", "policy", "auditor", "admin"):
+            made[role] = keys.create_key(s, role, f"test-{role}")
+    yield Server(url, runtime, made)
+    srv.should_exit = True  # type: ignore[attr-defined]
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    return PROJECT_ROOT / "policy_corpus"

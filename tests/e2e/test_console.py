@@ -1,0 +1,173 @@
+"""The web console in a real browser (Debian's Chromium driven by Playwright) against the real service over loopback."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Server
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+THREAT = "I know where you live, tonight I'm coming to your house to hurt you and your kids"
+CLAUSE_ID = re.compile(r"^[A-Z]{2,4}-\d+\.\d+$")
+TIMEOUT_MS = 60_000  # a suggestion runs the classifier and retrieval; the first one may warm caches
+
+try:
+    from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+except ImportError:  # pragma: no cover - the skip below says what is missing
+    sync_playwright = None  # type: ignore[assignment]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if sync_playwright is None:
+        pytest.skip("playwright is not installed (.venv/bin/pip install playwright)")
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser: Browser, server: Server) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    # the machine is offline and the console must not need the network: refuse anything that is not the service
+    def refuse(route: Route) -> None:
+        errors.append("external request: " + route.request.url)
+        route.abort()
+
+    context.route(re.compile(r"^(?!" + re.escape(server.url) + r").*"), refuse)
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+def use_key(page: Page, key: str) -> None:
+    page.get_by_test_id("api-key-input").fill(key)
+    page.get_by_test_id("api-key-save").click()
+
+
+def test_moderator_works_a_case_end_to_end(page: Page, server: Server, tmp_path: Path) -> None:
+    page.goto(server.url + "/")
+    expect(page).to_have_title("Moderation Copilot")
+    # status line from /readyz: one chip per component, no key needed
+    for name in ("corpus", "index", "classifier", "database"):
+        expect(page.get_by_test_id(f"status-chip-{name}")).to_have_attribute("data-status", "ready")
+    expect(page.get_by_test_id("status-chip-llm")).to_be_visible()
+
+    use_key(page, server.keys["moderator"])
+    expect(page.get_by_test_id("auth-state")).to_have_text("key accepted")
+    expect(page.get_by_test_id("error-banner")).to_be_hidden()
+
+    # create a case through the form
+    page.get_by_test_id("new-caption").fill(THREAT)
+    page.get_by_test_id("new-content-type").select_option("comment")
+    page.get_by_test_id("new-report-reason").fill("threat")
+    page.get_by_test_id("new-submit").click()
+    created = page.get_by_test_id("new-case-id")
+    expect(created).to_be_visible()
+    case_id = int(created.get_attribute("data-case-id") or "0")
+    assert case_id > 0
+    # it shows up in the queue (oldest first, so page on with "load more" when other tests filled the first page)
+    row = page.locator(f'[data-testid="queue-row"][data-case-id="{case_id}"]')
+    expect(page.get_by_test_id("queue-row").first).to_be_visible()
+    for _ in range(50):
+        if row.count() or not page.get_by_test_id("load-more").is_visible():
+            break
+        n = page.get_by_test_id("queue-row").count()
+        page.get_by_test_id("load-more").click()
+        expect(page.get_by_test_id("queue-row")).not_to_have_count(n)
+    expect(row).to_be_visible()
+    expect(row.get_by_test_id("queue-preview")).to_contain_text("I know where you live")
+    page.screenshot(path=str(tmp_path / "console-queue.png"), full_page=True)
+
+    # open it: fields, suggestion with cited clauses, score bars
+    page.get_by_test_id("new-case-open").click()
+    expect(page.get_by_test_id("panel-case")).to_be_visible()
+    expect(page.get_by_test_id("case-id")).to_have_text(f"#{case_id}")
+    expect(page.get_by_test_id("case-field-caption")).to_contain_text("tonight I'm coming to your house")
+    citations = page.get_by_test_id("citation")
+    expect(citations.first).to_be_visible()
+    clause_ids = [c.get_attribute("data-clause-id") or "" for c in citations.all()]
+    assert clause_ids and all(CLAUSE_ID.match(c) for c in clause_ids), clause_ids
+    expect(page.get_by_test_id("score-row")).to_have_count(17)
+    expect(page.get_by_test_id("rationale")).not_to_be_empty()
+    expect(page.get_by_test_id("corpus-version")).not_to_be_empty()
+    expect(page.get_by_test_id("model-ids")).to_contain_text("classifier")
+
+    # clicking a citation shows the clause's rule and exceptions
+    citations.first.get_by_test_id("citation-link").click()
+    clause = page.get_by_test_id("clause-detail")
+    expect(clause.get_by_test_id("clause-id")).to_have_text(clause_ids[0])
+    expect(clause.get_by_test_id("clause-rule")).not_to_be_empty()
+    expect(clause.get_by_test_id("clause-exceptions")).to_be_visible()
+
+    # claim, then decide: the labels are pre-filled from the suggestion; make sure the threat label is on
+    page.get_by_test_id("claim").click()
+    expect(page.get_by_test_id("case-status")).to_have_text("claimed")
+    page.get_by_test_id("decision-label-harassment/threatening").check()
+    page.get_by_test_id("decision-action").select_option("remove_and_report")
+    page.get_by_test_id("decision-note").fill("credible threat against a family")
+    page.get_by_test_id("decision-submit").click()
+    expect(page.get_by_test_id("decision-result")).to_contain_text("recorded")
+    verdict = page.get_by_test_id("decision-result-verdict").inner_text()
+    assert verdict in ("accepted", "edited", "overridden")
+    expect(page.get_by_test_id("decision-item")).to_have_count(1)
+    expect(page.get_by_test_id("case-status")).to_have_text("decided")
+    page.screenshot(path=str(tmp_path / "console-case.png"), full_page=True)
+
+    # the decision is stored, as the API tells it
+    with server.client("moderator") as c:
+        detail = c.get(f"/v1/cases/{case_id}").json()
+    assert detail["status"] == "decided"
+    [decision] = detail["decisions"]
+    assert "harassment/threatening" in decision["labels"] and decision["action"] == "remove_and_report"
+    assert decision["note"] == "credible threat against a family" and decision["verdict"] == verdict
+
+    # policy search and a clause from a hit
+    page.get_by_test_id("tab-policy").click()
+    page.get_by_test_id("policy-search-input").fill("posting someone's home address")
+    page.get_by_test_id("policy-search-submit").click()
+    hits = page.get_by_test_id("search-hit")
+    expect(hits).to_have_count(5)
+    hit_id = hits.first.get_attribute("data-clause-id") or ""
+    assert CLAUSE_ID.match(hit_id), hit_id
+    hits.first.click()
+    expect(page.get_by_test_id("policy-clause").get_by_test_id("clause-id")).to_have_text(hit_id)
+    page.get_by_test_id("ask-input").fill("Can I post someone's home address?")
+    page.get_by_test_id("ask-submit").click()
+    expect(page.get_by_test_id("ask-answer")).not_to_be_empty()
+    expect(page.get_by_test_id("ask-result")).to_have_attribute("data-abstained", re.compile("true|false"))
+    page.screenshot(path=str(tmp_path / "console-policy.png"), full_page=True)
+
+    # keyboard: 1 goes to the queue, j selects the first row, Enter opens it
+    page.keyboard.press("Escape")
+    page.keyboard.press("1")
+    expect(page.get_by_test_id("panel-queue")).to_be_visible()
+    page.keyboard.press("j")
+    first_id = page.get_by_test_id("queue-row").first.get_attribute("data-case-id")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("panel-case")).to_be_visible()
+    expect(page.get_by_test_id("case-id")).to_have_text(f"#{first_id}")
+
+    # a wrong key gets the service's 401 detail
+    use_key(page, "mc_wrong_key")
+    banner = page.get_by_test_id("error-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_have_attribute("data-status", "401")
+    expect(banner).to_contain_text("the API key is unknown or revoked")
+    expect(page.get_by_test_id("auth-state")).to_have_text("key rejected")
+    page.screenshot(path=str(tmp_path / "console-401.png"), full_page=True)
+    print(f"screenshots in {tmp_path}")

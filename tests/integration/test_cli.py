@@ -1,0 +1,71 @@
+"""The `copilot` command as a user runs it (subprocess), with real components."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from copilot.config import Settings
+
+pytestmark = pytest.mark.slow
+
+
+def copilot(*args: str, settings: Settings, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, "COPILOT_DATA_DIR": str(settings.data_dir), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "copilot_cli", *args], capture_output=True, text=True, env=e, timeout=300)
+
+
+def test_help_lists_every_command(settings: Settings) -> None:
+    r = copilot("--help", settings=settings)
+    assert r.returncode == 0
+    for cmd in ("serve", "index", "train", "suggest", "policy", "eval", "keys", "classify"):
+        assert re.search(rf"\b{cmd}\b", r.stdout), cmd
+    assert "--host" in copilot("serve", "--help", settings=settings).stdout
+
+
+def test_policy_search_and_show_json(settings: Settings) -> None:
+    r = copilot("policy", "search", "selling fake followers and likes", "--k", "3", "--json", settings=settings)
+    assert r.returncode == 0, r.stderr
+    hits = json.loads(r.stdout)
+    assert len(hits) == 3 and set(hits[0]) == {"clause_id", "title", "labels", "score"}
+    assert any(h["clause_id"].startswith("SPM-") for h in hits)
+    show = copilot("policy", "show", hits[0]["clause_id"], "--json", settings=settings)
+    assert json.loads(show.stdout)["id"] == hits[0]["clause_id"]
+    missing = copilot("policy", "show", "NOPE-1.1", settings=settings)
+    assert missing.returncode != 0 and "NOPE-1.1" in missing.stderr
+
+
+def test_suggest_json_cites_existing_clauses(settings: Settings, runtime) -> None:  # type: ignore[no-untyped-def]
+    r = copilot("suggest", "I will find you after school tomorrow and break your legs, you little rat", "--mode", "fast", "--json", settings=settings)
+    assert r.returncode == 0, r.stderr
+    sug = json.loads(r.stdout)
+    assert sug["corpus_version"] == runtime.corpus.version
+    assert sug["labels"] or sug["abstained"]
+    for c in sug["citations"]:
+        assert c["clause_id"] in runtime.corpus.clauses
+    for label in sug["labels"]:  # every suggested label is backed by a citation of that label
+        assert any(label in runtime.corpus.clauses[c["clause_id"]].labels for c in sug["citations"])
+
+
+def test_full_mode_without_llm_says_why(settings: Settings) -> None:
+    r = copilot("suggest", "nice video, thanks for sharing", "--mode", "full", "--json", settings=settings)
+    assert r.returncode == 0, r.stderr
+    assert "no LLM configured" in json.loads(r.stdout)["fallback_reason"]
+
+
+def test_missing_classifier_exits_nonzero_with_one_line(settings: Settings, tmp_path: Path) -> None:
+    r = copilot("classify", "hello", settings=settings, env={"COPILOT_CLASSIFIER_DIR": str(tmp_path / "none")})
+    assert r.returncode == 3
+    assert "classifier" in r.stderr and "copilot train" in r.stderr and "score" not in r.stdout
+
+
+def test_policy_ask_abstains_off_topic(settings: Settings) -> None:
+    r = copilot("policy", "ask", "what is the boiling point of water at sea level in kelvin", "--json", settings=settings)
+    body = json.loads(r.stdout)
+    assert body["abstained"] is True and body["citations"] == []

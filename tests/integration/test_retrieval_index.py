@@ -1,0 +1,53 @@
+"""Real FAISS + BM25 index over the bundled corpus with the packaged MiniLM embedder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from copilot.policy import load_corpus
+from copilot.retrieval.embedder import get_embedder
+from copilot.retrieval.index import PolicyIndex, rrf
+
+pytestmark = pytest.mark.slow
+
+
+def test_rrf_orders_by_summed_reciprocal_ranks() -> None:
+    fused = rrf([{"A": 0.9, "B": 0.5}, {"B": 3.0, "C": 1.0}], k=60)
+    assert fused["B"] == pytest.approx(1 / 62 + 1 / 61)
+    assert max(fused, key=fused.get) == "B"
+
+
+def test_index_persists_with_manifest_and_reembeds_only_changes(corpus_dir: Path, tmp_path: Path) -> None:
+    root = tmp_path / "policy_corpus"
+    shutil.copytree(corpus_dir, root)
+    emb = get_embedder()
+    corpus = load_corpus(root)
+    idx, rep = PolicyIndex.load_or_build(corpus, emb, tmp_path / "index")
+    assert rep.rebuilt and rep.n_embedded == rep.n_chunks
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    assert manifest["corpus_version"] == corpus.version and manifest["dimension"] == 384 and manifest["built_at"]
+    assert (tmp_path / "index" / "dense.faiss").exists()
+    _, rep2 = PolicyIndex.load_or_build(corpus, emb, tmp_path / "index")
+    assert not rep2.rebuilt and rep2.n_embedded == 0
+    # edit one clause's rule: the version changes and only that clause's chunk is re-embedded
+    f = root / "privacy.md"
+    text = f.read_text()
+    f.write_text(text.replace("**Rule:** ", "**Rule:** (Revised.) ", 1))
+    corpus2 = load_corpus(root)
+    assert corpus2.version != corpus.version
+    idx2, rep3 = PolicyIndex.load_or_build(corpus2, emb, tmp_path / "index")
+    assert rep3.rebuilt and rep3.n_embedded == 1 and rep3.n_reused == rep3.n_chunks - 1
+    assert idx2.manifest["corpus_version"] == corpus2.version
+
+
+@pytest.mark.parametrize("method", ["bm25", "dense", "hybrid"])
+def test_search_finds_the_governing_clause(runtime, method: str) -> None:  # type: ignore[no-untyped-def]
+    hits = runtime.index.search("someone shared my home address and told people to visit me", k=5, method=method)
+    assert len(hits) == 5 and hits == sorted(hits, key=lambda h: -h.score)
+    assert any(h.clause_id.startswith("PRV-") for h in hits[:3])
+    areas = runtime.index.search("selling pills, dm for the menu", k=3, areas={"illicit"})
+    assert all(h.area == "illicit" for h in areas)
