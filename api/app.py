@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors
 from api.metrics import REQUEST_LATENCY
-from api.routers import cases, health, moderations, policy
+from api.routers import cases, eval_runs, health, moderations, policy
 from copilot import __version__
 from copilot.config import Settings, get_settings
 from copilot.logging_setup import request_id_var, setup_logging
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.include_router(policy.router)
     app.include_router(cases.router)
     app.include_router(moderations.router)
+    app.include_router(eval_runs.router)
     if STATIC.exists():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

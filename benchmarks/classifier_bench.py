@@ -87,7 +87,7 @@ def main() -> None:
         one = {k: v[:1] for k, v in enc.items()}
         model = clf.model
         with torch.inference_mode():
-            lat = timeit(lambda: model(**one), args.reps)
+            lat = timeit(lambda model=model, one=one: model(**one), args.reps)
             t0 = time.perf_counter()
             for _ in range(max(3, args.reps // 20)):
                 model(**enc)
@@ -96,7 +96,7 @@ def main() -> None:
         for name, c in variants:
             if tokens > c.max_len:
                 c.max_len = tokens  # measure the same input length through our path (no windowing)
-            lat = timeit(lambda c=c: c.predict_proba([text]), args.reps)
+            lat = timeit(lambda c=c, text=text: c.predict_proba([text]), args.reps)
             t0 = time.perf_counter()
             rounds = max(3, args.reps // 20)
             for _ in range(rounds):

@@ -138,7 +138,7 @@ def index_build(force: Annotated[bool, typer.Option(help="Re-embed every chunk e
         emb = get_embedder(s.embedder_path, s.torch_threads)
         with progress() as p:
             task = p.add_task("embedding clauses", total=None)
-            idx, rep = PolicyIndex.load_or_build(corpus, emb, s.index_dir, force=force, progress=lambda d, t: p.update(task, completed=d, total=t))
+            _idx, rep = PolicyIndex.load_or_build(corpus, emb, s.index_dir, force=force, progress=lambda d, t: p.update(task, completed=d, total=t))
     except CopilotError as exc:
         fail(exc)
     state = "rebuilt" if rep.rebuilt else "up to date"

@@ -138,7 +138,7 @@ class Runtime:
         return out
 
     def model_ids(self) -> dict[str, str]:
-        ids = {}
+        ids: dict[str, str] = {}
         for name in ("classifier", "embedder", "llm"):
             if name in self._values:
                 ids[name] = _version_of(name, self._values[name]) or name

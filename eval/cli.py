@@ -43,16 +43,98 @@ def run_cmd(dataset: Annotated[list[Path], typer.Option("--dataset", help="JSONL
     from copilot.runtime import Runtime
     from eval.datasets import dataset_hash, read_many
     from eval.runner import run
+    from eval.service import execute, register
 
     rt = Runtime(get_settings())
     try:
-        rows = read_many(dataset, rt.corpus.taxonomy)
+        if len(dataset) == 1:
+            run_id, rows = register(rt, dataset[0], mode, "cli")
+            from copilot.store import evalruns
+
+            with rt.database.session() as s:
+                evalruns.update(s, run_id, out_dir=str(out.resolve()))
+        else:
+            run_id, rows = None, read_many(dataset, rt.corpus.taxonomy)
         with Progress() as p:
             task = p.add_task("evaluating", total=len(rows[:limit] if limit else rows))
-            m = run(rt, rows, out, mode, labels.split(",") if labels else None, limit, allow_overlap,
-                    ",".join(str(d) for d in dataset), dataset_hash(rows), slice_by.split(",") if slice_by else None,
-                    progress=lambda d, t: p.update(task, completed=d))
+
+            def progress(d: int, t: int) -> None:
+                p.update(task, completed=d)
+
+            if run_id:
+                m = execute(rt, run_id, rows, mode, labels.split(",") if labels else None, limit, allow_overlap,
+                            slice_by.split(",") if slice_by else None)
+            else:
+                m = run(rt, rows, out, mode, labels.split(",") if labels else None, limit, allow_overlap,
+                        ",".join(str(d) for d in dataset), dataset_hash(rows), slice_by.split(",") if slice_by else None, progress)
     except CopilotError as exc:
         fail(exc)
-    print(f"macro F1 {m['macro']['f1']}, flagged AUPRC {m['flagged']['auprc']}, FPR clean {m['flagged']['false_positive_rate_on_clean']}, "
+    if m is None:
+        fail("the evaluation failed; see the log")
+    print(f"run {run_id or '-'}: macro F1 {m['macro']['f1']}, flagged AUPRC {m['flagged']['auprc']}, FPR clean {m['flagged']['false_positive_rate_on_clean']}, "
           f"citation precision {m['citations_violating']['precision']}, abstention {m['abstention_rate']}; report: {out / 'report.html'}")
+
+
+@eval_app.command("compare")
+def compare_cmd(run_a: Annotated[Path, typer.Argument(help="Baseline run folder (from `copilot eval run --out`).")],
+                run_b: Annotated[Path, typer.Argument(help="Candidate run folder on the same dataset.")],
+                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Per-label F1 deltas (B - A) with paired-bootstrap p-values, and the cases whose labels or citations changed."""
+    from copilot.cli import fail
+    from copilot.config import get_settings
+    from copilot.errors import CopilotError
+    from copilot.taxonomy import load_taxonomy
+    from eval.compare import compare, markdown
+
+    try:
+        c = compare(run_a, run_b, load_taxonomy(get_settings().corpus_dir / "taxonomy.yaml"))
+    except CopilotError as exc:
+        fail(exc)
+    print(json.dumps(c, indent=2) if as_json else markdown(c))
+
+
+@eval_app.command("tune-thresholds")
+def tune_cmd(run: Annotated[Path, typer.Argument(help="A run folder on a dev/tuning dataset (never a test set).")],
+             out: Annotated[Path, typer.Option("--out", help="Thresholds file to write (use with COPILOT_THRESHOLDS_FILE).")],
+             target_precision: Annotated[float | None, typer.Option(help="Lowest threshold reaching this precision per label.")] = None,
+             target_recall: Annotated[float | None, typer.Option(help="Highest threshold keeping this recall per label.")] = None) -> None:
+    """Write a thresholds file that meets a precision or recall target per label on a tuning run's scores."""
+    import numpy as np
+
+    from copilot.cli import fail
+    from copilot.config import get_settings
+    from copilot.taxonomy import load_taxonomy
+    from eval.compare import load_run
+    from eval.datasets import read_many
+    from eval.runner import arrays
+
+    if (target_precision is None) == (target_recall is None):
+        fail("give exactly one of --target-precision or --target-recall", 2)
+    tax = load_taxonomy(get_settings().corpus_dir / "taxonomy.yaml")
+    m, preds = load_run(run)
+    rows = read_many([Path(p) for p in m["run"]["dataset"].split(",")], tax)[: len(preds)]
+    labels = list(preds[0]["scores"])
+    Y, S, _, M, keep = arrays(rows, preds, labels)
+    out_thr, notes = {}, {}
+    for k, l in enumerate(labels):
+        msk = (M[:, k] > 0) & keep
+        y, s = Y[msk, k] > 0, S[msk, k]
+        cands = np.unique(s)[::-1]
+        chosen = None
+        for t in cands:  # from high to low threshold
+            pred = s >= t
+            tp = (pred & y).sum()
+            prec = tp / max(pred.sum(), 1)
+            rec = tp / max(y.sum(), 1)
+            if target_precision is not None and prec >= target_precision:
+                chosen = float(t)
+            if target_recall is not None and rec >= target_recall:
+                chosen = float(t)
+                break
+        if chosen is None:
+            chosen = m["run"]["thresholds"].get(l) or 0.5
+            notes[l] = "target not reachable on this run; kept the shipped threshold"
+        out_thr[l] = round(chosen, 4)
+    target = f"precision >= {target_precision}" if target_precision is not None else f"recall >= {target_recall}"
+    out.write_text(json.dumps({"operating_point": f"{target} per label on {m['run']['dataset']}", "thresholds": out_thr, "notes": notes}, indent=2))
+    print(f"wrote {out} ({target}); {len(notes)} label(s) kept the shipped threshold")

@@ -17,8 +17,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from copilot.config import PROJECT_ROOT, Settings  # noqa: E402
-from copilot.runtime import Runtime  # noqa: E402
+from copilot.config import PROJECT_ROOT, Settings
+from copilot.runtime import Runtime
 
 
 def free_port() -> int:

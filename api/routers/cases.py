@@ -8,11 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from api.deps import MODERATE, READ_CASES, AUDIT, Caller, RuntimeDep, require
+from api.deps import AUDIT, MODERATE, READ_CASES, Caller, RuntimeDep, require
 from api.metrics import DECISIONS
 from api.service import suggest_case
 from copilot.errors import BatchTooLarge
-from copilot.schema import Case, Decision, DecisionCreate, SuggestMode, Suggestion
+from copilot.schema import Case, Decision, DecisionCreate, Suggestion, SuggestMode
 from copilot.store import audit
 from copilot.store import cases as repo
 from copilot.validate import validate_case

@@ -63,7 +63,7 @@ def _batches(examples: list[D.Example], lengths: list[int], batch_size: int, rng
     idx = list(range(len(examples)))
     rng.shuffle(idx)
     pool = batch_size * 50
-    batches = []
+    batches: list[list[int]] = []
     for s in range(0, len(idx), pool):
         chunk = sorted(idx[s : s + pool], key=lambda i: lengths[i])
         batches.extend(chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size))
@@ -115,7 +115,7 @@ def run_training(args: TrainArgs) -> dict:
     t_start = time.time()
     _set_seed(args.seed)
     torch.set_num_threads(get_settings().torch_threads)
-    corpus, train, dev, held, all_labels, labels, unsupported, counts, n_overlap = prepare(args)
+    _corpus, train, dev, held, all_labels, labels, unsupported, counts, n_overlap = prepare(args)
     if not labels:
         raise InvalidInput("no label has enough training data; check the data folders")
     li = [all_labels.index(l) for l in labels]

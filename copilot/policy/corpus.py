@@ -59,9 +59,9 @@ def lint_corpus(root: Path) -> tuple[Corpus | None, list[str]]:
     clauses: dict[str, Clause] = {}
     meta: dict[str, dict] = {}
     seen_areas: dict[str, str] = {}
-    for area in taxonomy.areas.values():
-        if not (root / area.file).exists():
-            errors.append(f"{root / area.file}:1: policy file for area {area.key!r} is missing")
+    for a in taxonomy.areas.values():
+        if not (root / a.file).exists():
+            errors.append(f"{root / a.file}:1: policy file for area {a.key!r} is missing")
     for path in sorted(root.glob("*.md")):
         if path.name in ("FORMAT.md", "README.md", "CHANGELOG.md"):
             continue

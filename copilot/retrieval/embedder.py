@@ -37,7 +37,8 @@ class Embedder:
 
         torch.set_num_threads(threads)
         self.model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
-        self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension())
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(getter() or 0)
         tag = self.path.name if self.path.name != "model" else self.path.parent.name
         ft = self.path / "finetune.json"
         if ft.exists():  # a model fine-tuned here: its id changes with every training run, so the index is rebuilt

@@ -6,7 +6,6 @@ import concurrent.futures as cf
 
 import httpx
 import pytest
-
 from conftest import Server
 
 pytestmark = pytest.mark.slow

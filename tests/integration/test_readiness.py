@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import start_server
+
 from copilot.config import Settings
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,7 @@ def test_index_persists_with_manifest_and_reembeds_only_changes(corpus_dir: Path
     shutil.copytree(corpus_dir, root)
     emb = get_embedder()
     corpus = load_corpus(root)
-    idx, rep = PolicyIndex.load_or_build(corpus, emb, tmp_path / "index")
+    _idx, rep = PolicyIndex.load_or_build(corpus, emb, tmp_path / "index")
     assert rep.rebuilt and rep.n_embedded == rep.n_chunks
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
     assert manifest["corpus_version"] == corpus.version and manifest["dimension"] == 384 and manifest["built_at"]

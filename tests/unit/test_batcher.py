@@ -16,7 +16,7 @@ def test_concurrent_requests_share_forward_passes() -> None:
 
     async def main() -> list[np.ndarray]:
         b = MicroBatcher(fn, max_batch=16, max_wait_ms=20)
-        out = await asyncio.gather(*(b.score([f"x" * i]) for i in range(1, 33)))
+        out = await asyncio.gather(*(b.score(["x" * i]) for i in range(1, 33)))
         await b.close()
         return out
 

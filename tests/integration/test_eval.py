@@ -1,0 +1,105 @@
+"""The evaluation harness end to end: CLI run with reports, the leak guard, and background runs through the API."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Server
+from test_cli import copilot  # the same subprocess helper
+
+from copilot.config import PROJECT_ROOT, Settings
+
+pytestmark = pytest.mark.slow
+GOLD = PROJECT_ROOT / "eval" / "cases" / "gold"
+
+
+def test_cli_eval_run_writes_predictions_metrics_and_reports(settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = copilot("eval", "run", "--dataset", str(GOLD / "spam.jsonl"), "--out", str(out), "--limit", "12", "--slice", "hard_kind", settings=settings)
+    assert r.returncode == 0, r.stderr
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 12 and set(preds[0]) >= {"id", "scores", "labels", "citations", "latency_ms"}
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["run"]["rows"] == 12 and m["run"]["corpus_version"] and m["invented_clause_ids"] == 0
+    assert "spam" in m["labels"] and "hard_kind" in m["slices"]
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") >= 3 and "Label confusion" in html
+    assert "| label | support |" in (out / "report.md").read_text()
+
+
+def test_leak_guard_refuses_training_texts(settings: Settings, tmp_path: Path) -> None:
+    hashes = PROJECT_ROOT / "models" / "classifier" / "train_hashes.txt.gz"
+    if not hashes.exists():
+        pytest.skip("the shipped classifier has no training manifest")
+    # A training row of our own written data is, by construction, in the training manifest or the dev split.
+    from copilot.classifier.data import text_key
+
+    with gzip.open(hashes, "rt") as f:
+        train = set(f.read().split())
+    rows = [json.loads(l) for p in sorted((PROJECT_ROOT / "data" / "written").glob("*.jsonl")) for l in p.read_text().splitlines()]
+    leaked = [r for r in rows if text_key(r["text"]) in train][:3]
+    assert leaked
+    ds = tmp_path / "leaky.jsonl"
+    ds.write_text("\n".join(json.dumps({**r, "split": "test"}) for r in leaked) + "\n")
+    r = copilot("eval", "run", "--dataset", str(ds), "--out", str(tmp_path / "o"), settings=settings)
+    assert r.returncode != 0 and "3 of 3 dataset texts are in the classifier's training data" in r.stderr
+    ok = copilot("eval", "run", "--dataset", str(ds), "--out", str(tmp_path / "o"), "--allow-overlap", settings=settings)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_malformed_dataset_names_the_line(settings: Settings, tmp_path: Path) -> None:
+    ds = tmp_path / "bad.jsonl"
+    ds.write_text('{"id": "a", "text": "hi", "labels": [], "source": "x"}\n{"id": "b", "text": "x", "labels": ["hateful"], "source": "x"}\n')
+    r = copilot("eval", "run", "--dataset", str(ds), "--out", str(tmp_path / "o"), settings=settings)
+    assert r.returncode != 0 and "unknown label 'hateful'" in r.stderr
+
+
+def test_api_background_run_and_report(server: Server) -> None:
+    with server.client("auditor") as c:
+        r = c.post("/v1/eval/runs", json={"dataset": "eval/cases/gold/privacy.jsonl", "limit": 8})
+        assert r.status_code == 202, r.text
+        run_id = r.json()["id"]
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            run = c.get(f"/v1/eval/runs/{run_id}").json()
+            if run["status"] in ("done", "failed"):
+                break
+            time.sleep(1)
+        assert run["status"] == "done", run
+        assert run["progress"] == 1.0 and run["corpus_version"] and "macro" in run["metrics"]
+        rep = c.get(f"/v1/eval/runs/{run_id}/report")
+        assert rep.status_code == 200 and "<svg" in rep.text
+        assert any(x["id"] == run_id for x in c.get("/v1/eval/runs").json())
+        outside = c.post("/v1/eval/runs", json={"dataset": "/etc/passwd"})
+        assert outside.status_code == 403
+    with server.client("moderator") as c:
+        assert c.get("/v1/eval/runs").status_code == 403
+    assert httpx.get(server.url + "/v1/eval/runs").status_code == 401
+
+
+def test_tune_thresholds_then_compare_runs(settings: Settings, tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    ds = str(GOLD / "hate.jsonl")
+    assert copilot("eval", "run", "--dataset", ds, "--out", str(a), settings=settings).returncode == 0
+    thr = tmp_path / "thr.json"
+    t = copilot("eval", "tune-thresholds", str(a), "--out", str(thr), "--target-recall", "0.99", settings=settings)
+    assert t.returncode == 0, t.stderr
+    tuned = json.loads(thr.read_text())
+    assert "recall >= 0.99" in tuned["operating_point"] and len(tuned["thresholds"]) == 17
+    r = copilot("eval", "run", "--dataset", ds, "--out", str(b), settings=settings, env={"COPILOT_THRESHOLDS_FILE": str(thr)})
+    assert r.returncode == 0, r.stderr
+    c = copilot("eval", "compare", str(a), str(b), "--json", settings=settings)
+    assert c.returncode == 0, c.stderr
+    cmp = json.loads(c.stdout)
+    assert cmp["rows"] == len((GOLD / "hate.jsonl").read_text().splitlines())
+    hate = cmp["labels"]["hate"]
+    # recall-oriented thresholds can only add positive predictions: B's hate recall is at least A's
+    mb = json.loads((b / "metrics.json").read_text())["labels"]["hate"]
+    ma = json.loads((a / "metrics.json").read_text())["labels"]["hate"]
+    assert mb["recall"] >= ma["recall"] and 0 <= hate["p_value"] <= 1
+    assert isinstance(cmp["changed"], list)
