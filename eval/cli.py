@@ -138,3 +138,47 @@ def tune_cmd(run: Annotated[Path, typer.Argument(help="A run folder on a dev/tun
     target = f"precision >= {target_precision}" if target_precision is not None else f"recall >= {target_recall}"
     out.write_text(json.dumps({"operating_point": f"{target} per label on {m['run']['dataset']}", "thresholds": out_thr, "notes": notes}, indent=2))
     print(f"wrote {out} ({target}); {len(notes)} label(s) kept the shipped threshold")
+
+
+@eval_app.command("policy-diff")
+def policy_diff_cmd(old: Annotated[Path, typer.Option(help="Corpus folder before the edit (e.g. a git worktree of main).")],
+                    new: Annotated[Path, typer.Option(help="Corpus folder after the edit.")],
+                    dataset: Annotated[list[Path] | None, typer.Option("--dataset", help="Cases to replay (JSONL, repeatable).")] = None,
+                    stored: Annotated[bool, typer.Option(help="Also replay the decided cases in the database.")] = True,
+                    limit: Annotated[int | None, typer.Option(help="At most N stored cases.")] = None,
+                    as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the cases whose suggested labels or citations change between two corpus versions."""
+    from copilot.cli import fail
+    from copilot.config import get_settings
+    from copilot.errors import CopilotError
+    from copilot.taxonomy import load_taxonomy
+    from eval.datasets import read_many
+    from eval.policy_diff import markdown, policy_diff
+
+    s = get_settings()
+    try:
+        rows = read_many(dataset, load_taxonomy(new / "taxonomy.yaml")) if dataset else []
+        d = policy_diff(s, old.resolve(), new.resolve(), [(r.id, r.text) for r in rows], stored, limit)
+    except CopilotError as exc:
+        fail(exc)
+    print(json.dumps(d, indent=2) if as_json else markdown(d))
+
+
+@eval_app.command("agreement")
+def agreement_cmd(since: Annotated[str | None, typer.Option(help="ISO date/time, inclusive.")] = None,
+                  until: Annotated[str | None, typer.Option(help="ISO date/time, exclusive.")] = None) -> None:
+    """Acceptance / edit / override rates and Cohen's kappa between suggestions and moderators (and between moderators)."""
+    from datetime import datetime
+
+    from copilot.cli import fail
+    from copilot.config import get_settings
+    from copilot.store.db import Database
+    from copilot.taxonomy import load_taxonomy
+    from eval.agreement import agreement
+
+    s = get_settings()
+    try:
+        a, b = (datetime.fromisoformat(since) if since else None), (datetime.fromisoformat(until) if until else None)
+    except ValueError as exc:
+        fail(f"bad date: {exc}", 2)
+    print(json.dumps(agreement(Database.open(s.db_url), load_taxonomy(s.corpus_dir / "taxonomy.yaml").label_names, a, b), indent=2))

@@ -103,3 +103,31 @@ def test_tune_thresholds_then_compare_runs(settings: Settings, tmp_path: Path) -
     ma = json.loads((a / "metrics.json").read_text())["labels"]["hate"]
     assert mb["recall"] >= ma["recall"] and 0 <= hate["p_value"] <= 1
     assert isinstance(cmp["changed"], list)
+
+
+def test_policy_diff_lists_cases_a_clause_edit_changes(settings: Settings, tmp_path: Path) -> None:
+    import shutil
+
+    old = tmp_path / "old"
+    new = tmp_path / "new"
+    shutil.copytree(PROJECT_ROOT / "policy_corpus", old)
+    shutil.copytree(PROJECT_ROOT / "policy_corpus", new)
+    # Retire every spam clause but one: spam suggestions must now cite that one or change.
+    text = (new / "spam.md").read_text()
+    import re
+
+    ids = re.findall(r"^## (SPM-\d+\.\d+) ", text, flags=re.M)
+    keep = next(i for i in ids if "9." not in i)
+    text = re.sub(r"(## (?!" + re.escape(keep) + r")SPM-[1-8]\.\d+ [^\n]*\n)", r"\1**Status:** retired\n", text)
+    (new / "spam.md").write_text(text)
+    ds = tmp_path / "cases.jsonl"
+    rows = [json.loads(l) for l in (GOLD / "spam.jsonl").read_text().splitlines()][:10]
+    ds.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    r = copilot("eval", "policy-diff", "--old", str(old), "--new", str(new), "--dataset", str(ds), "--no-stored", "--json", settings=settings)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["old_version"] != d["new_version"] and d["cases"] == 10
+    retired = set(ids) - {keep} - {i for i in ids if i.startswith("SPM-9")}
+    for c in d["changed"]:
+        assert not set(c["citations_new"]) & retired
+    assert any(set(c["citations_old"]) & retired for c in d["changed"])
