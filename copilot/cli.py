@@ -213,8 +213,9 @@ def classify(text: str, as_json: Annotated[bool, typer.Option("--json")] = False
 @app.command()
 def train(out_dir: Annotated[Path | None, typer.Option("--out", help="Model folder (default: models/classifier).")] = None,
           quick: Annotated[bool, typer.Option(help="Small sample, one epoch: a usable model in minutes.")] = False,
-          epochs: Annotated[int, typer.Option(help="Training epochs.")] = 2,
+          epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
           resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in the output folder.")] = True,
+          exclude_source: Annotated[str | None, typer.Option(help="Leave this source out of training and report figures on it (e.g. toxigen_annotated).")] = None,
           seed: int = 13) -> None:
     """Fine-tune the multi-label classifier, calibrate it on dev, pick thresholds, write the model card."""
     try:
@@ -222,7 +223,9 @@ def train(out_dir: Annotated[Path | None, typer.Option("--out", help="Model fold
     except ImportError as exc:
         fail(ComponentMissing(f"training: {exc}"))
     s = get_settings()
-    args = TrainArgs(out_dir=out_dir or s.classifier_path, quick=quick, epochs=1 if quick else epochs, resume=resume, seed=seed)
+    if exclude_source and out_dir is None:
+        fail("--exclude-source trains a study model: give --out so the shipped model is not replaced", 2)
+    args = TrainArgs(out_dir=out_dir or s.classifier_path, quick=quick, epochs=1 if quick else epochs, resume=resume, seed=seed, exclude_source=exclude_source)
     try:
         run_training(args)
     except CopilotError as exc:

@@ -44,13 +44,13 @@ class SourcePolicy:
 
 
 SOURCES: tuple[SourcePolicy, ...] = (
-    SourcePolicy("davidson.jsonl.gz", ("hate", "hate/threatening", "harassment"), 0.5, 4500,
+    SourcePolicy("davidson.jsonl.gz", ("hate", "hate/threatening", "harassment"), 0.5, 2500,
                  "Tweets. Its 'offensive' class (mapped to harassment) is mostly casual profanity, so on those rows harassment is masked, "
                  "not positive; hate rows and 'neither' rows are kept. Down-weighted: 2013 Twitter style and hate/offensive confusion.",
                  mask_when={"harassment": ("harassment",)}),
     SourcePolicy("ethos.jsonl.gz", ("hate", "hate/threatening", "violence"), 1.0, None,
                  "YouTube/Reddit comments with annotator fractions; speaks for hate, hate/threatening and violence only."),
-    SourcePolicy("toxigen_annotated.jsonl.gz", ("hate",), 0.8, 3500,
+    SourcePolicy("toxigen_annotated.jsonl.gz", ("hate",), 0.8, 2000,
                  "Machine-generated implicit statements about 13 groups; speaks for hate only; null (ambiguous) rows skipped."),
     SourcePolicy("sdcnl_suicide_vs_depression.jsonl.gz", ("self-harm",), 0.5, 1600,
                  "Reddit posts labelled by subreddit; noisy (depression posts may describe self-harm) so down-weighted; no intent/instruction split."),

@@ -33,7 +33,7 @@ class TrainArgs:
 
     out_dir: Path
     quick: bool = False
-    epochs: int = 2
+    epochs: int = 3
     resume: bool = True
     seed: int = 13
     batch_size: int = 32
@@ -42,7 +42,9 @@ class TrainArgs:
     max_len: int = 128
     min_train_pos: int = 60  # a label with fewer training positives is reported unsupported, never faked
     min_dev_pos: int = 8
-    pos_weight_cap: float = 8.0
+    pos_weight_cap: float = 20.0
+    head_lr: float = 2e-3  # the new head starts from random weights; the encoder keeps the small lr
+    oversample_below: int = 400  # rows carrying a label with fewer train positives are repeated (x2) per epoch
     exclude_source: str | None = None  # leave-one-source-out: train without it, report figures on it
     max_train: int | None = None
     ckpt_every: int = 200
@@ -131,6 +133,12 @@ def run_training(args: TrainArgs) -> dict:
     def encode(rows: list[D.Example]) -> list[list[int]]:
         return tok([e.text for e in rows], truncation=True, max_length=args.max_len)["input_ids"]
 
+    if args.oversample_below:
+        # Repeat rows of thin labels so they are not drowned by the large hate/spam sources (affects training only).
+        pos = np.sum([e.y[li] * e.mask[li] for e in train], axis=0)
+        thin = {k for k in range(len(labels)) if pos[k] < args.oversample_below}
+        train = train + [e for e in train if any(e.y[li][k] * e.mask[li][k] for k in thin)]
+        print(f"oversampled rows of {len(thin)} thin labels: {len(train)} training rows per epoch")
     train_ids = encode(train)
     Y = torch.tensor(np.stack([e.y[li] for e in train]))
     M = torch.tensor(np.stack([e.mask[li] for e in train]))
@@ -142,7 +150,9 @@ def run_training(args: TrainArgs) -> dict:
     rng = random.Random(args.seed)
     epoch_batches = [_batches(train, [len(x) for x in train_ids], args.batch_size, rng) for _ in range(args.epochs)]
     total = sum(len(b) for b in epoch_batches)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
+    opt = torch.optim.AdamW([{"params": body, "lr": args.lr}, {"params": head, "lr": args.head_lr}], weight_decay=0.01)
     sched = get_linear_schedule_with_warmup(opt, int(args.warmup * total), total)
     ckpt_dir = args.out_dir / "checkpoints"
     ckpt = ckpt_dir / "state.pt"

@@ -1,0 +1,160 @@
+"""Baselines and transfer for the model card, on the same train/dev split as `copilot train`:
+
+- TF-IDF + logistic regression, frozen MiniLM embeddings + logistic regression (one model per label, masked rows);
+- the shipped fine-tuned classifier;
+- dev (in-distribution) macro AUPRC and flagged AUPRC, and transfer to our gold cases (eval/cases/gold, other writers);
+- leave-one-source-out for the two cheap baselines: train without a source, score that source's rows.
+
+    python benchmarks/classifier_baselines.py [--no-loso] [--write-card]
+Writes models/classifier/baselines.json and loso.json (read by the model card) and prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from copilot.classifier.metrics import average_precision
+
+
+def macro_auprc(Y: np.ndarray, S: np.ndarray, M: np.ndarray) -> tuple[float, dict[str, float]]:
+    per = {}
+    for k in range(Y.shape[1]):
+        m = M[:, k] > 0
+        if Y[m, k].sum() > 0 and (1 - Y[m, k]).sum() > 0:
+            per[k] = average_precision(Y[m, k], S[m, k])
+    return float(np.mean(list(per.values()))) if per else float("nan"), per
+
+
+def flagged_auprc(Y: np.ndarray, S: np.ndarray, M: np.ndarray) -> float:
+    full = M.min(1) > 0
+    return average_precision(Y[full].max(1), S[full].max(1)) if full.any() and Y[full].max(1).sum() else float("nan")
+
+
+def fit_lr(X: np.ndarray, Y: np.ndarray, M: np.ndarray):  # type: ignore[no-untyped-def]
+    from sklearn.linear_model import LogisticRegression
+
+    models = []
+    for k in range(Y.shape[1]):
+        m = M[:, k] > 0
+        y = Y[m, k]
+        if y.sum() < 2 or (1 - y).sum() < 2:
+            models.append(None)
+            continue
+        models.append(LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced").fit(X[m], y))
+    return models
+
+
+def predict_lr(models, X: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    out = np.zeros((X.shape[0], len(models)))
+    for k, mdl in enumerate(models):
+        if mdl is not None:
+            out[:, k] = mdl.predict_proba(X)[:, 1]
+    return out
+
+
+def gold_arrays(labels: list[str]) -> tuple[list[str], np.ndarray]:
+    from copilot.config import PROJECT_ROOT
+
+    texts, Y = [], []
+    for p in sorted((PROJECT_ROOT / "eval" / "cases" / "gold").glob("*.jsonl")):
+        for line in p.read_text().splitlines():
+            r = json.loads(line)
+            ls = set(r["labels"]) | {l.split("/")[0] for l in r["labels"] if "/" in l}
+            texts.append(r["text"])
+            Y.append([1.0 if l in ls else 0.0 for l in labels])
+    return texts, np.array(Y)
+
+
+def fmt(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--no-loso", action="store_true")
+    ap.add_argument("--write-card", action="store_true", help="write baselines.json / loso.json into the model folder and re-render MODEL_CARD.md")
+    args = ap.parse_args()
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from copilot.classifier.card import write as write_card
+    from copilot.classifier.inference import Classifier
+    from copilot.classifier.train import TrainArgs, prepare
+    from copilot.config import get_settings
+    from copilot.retrieval.embedder import get_embedder
+
+    s = get_settings()
+    folder = s.classifier_path
+    _, train, dev, _, all_labels, _, _, _, _ = prepare(TrainArgs(out_dir=folder))
+    clf = Classifier(folder, threads=s.torch_threads)
+    labels = clf.labels
+    li = [all_labels.index(l) for l in labels]
+    Ytr = np.stack([e.y[li] for e in train])
+    Mtr = np.stack([e.mask[li] for e in train])
+    Ydv = np.stack([e.y[li] for e in dev])
+    Mdv = np.stack([e.mask[li] for e in dev])
+    gtexts, Yg = gold_arrays(labels)
+    Mg = np.ones_like(Yg)
+    emb = get_embedder(s.embedder_path, s.torch_threads)
+    t0 = time.time()
+    Etr = emb.encode([e.text for e in train], batch_size=128)
+    Edv = emb.encode([e.text for e in dev], batch_size=128)
+    Eg = emb.encode(gtexts, batch_size=128)
+    print(f"embedded {len(train) + len(dev) + len(gtexts)} texts in {time.time() - t0:.0f}s")
+    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=100_000, sublinear_tf=True)
+    Ttr = tfidf.fit_transform([e.text for e in train])
+    rows = []
+    t_lr = fit_lr(Ttr, Ytr, Mtr)
+    rows.append(("TF-IDF + LR", predict_lr(t_lr, tfidf.transform([e.text for e in dev])), predict_lr(t_lr, tfidf.transform(gtexts))))
+    e_lr = fit_lr(Etr, Ytr, Mtr)
+    rows.append(("frozen MiniLM + LR", predict_lr(e_lr, Edv), predict_lr(e_lr, Eg)))
+    rows.append((f"fine-tuned MiniLM (shipped, {clf.backend})", clf.predict_proba([e.text for e in dev]), clf.predict_proba(gtexts)))
+    md = ["| model | dev macro AUPRC | dev flagged AUPRC | gold macro AUPRC | gold flagged AUPRC | gold FPR on clean at 0.5 |", "|---|---|---|---|---|---|"]
+    out = {}
+    clean = Yg.max(1) == 0
+    for name, Sd, Sg in rows:
+        dm, _ = macro_auprc(Ydv, Sd, Mdv)
+        gm, _ = macro_auprc(Yg, Sg, Mg)
+        fpr = float((Sg[clean].max(1) >= 0.5).mean()) if clean.any() else float("nan")
+        out[name] = {"dev_macro_auprc": dm, "dev_flagged_auprc": flagged_auprc(Ydv, Sd, Mdv), "gold_macro_auprc": gm,
+                     "gold_flagged_auprc": flagged_auprc(Yg, Sg, Mg), "gold_fpr_clean_at_0.5": fpr}
+        md.append(f"| {name} | {fmt(dm)} | {fmt(out[name]['dev_flagged_auprc'])} | {fmt(gm)} | {fmt(out[name]['gold_flagged_auprc'])} | {fmt(fpr)} |")
+    per_label = ["", "Gold macro AUPRC per label (fine-tuned vs frozen+LR vs TF-IDF):", "", "| label | gold support | fine-tuned | frozen+LR | TF-IDF |", "|---|---|---|---|---|"]
+    per = [macro_auprc(Yg, r[2], Mg)[1] for r in rows]
+    for k, l in enumerate(labels):
+        per_label.append(f"| {l} | {int(Yg[:, k].sum())} | {fmt(per[2].get(k, float('nan')))} | {fmt(per[1].get(k, float('nan')))} | {fmt(per[0].get(k, float('nan')))} |")
+    text = "\n".join(md + per_label)
+    print(text)
+    cmd = "python benchmarks/classifier_baselines.py --write-card"
+    if args.write_card:
+        (folder / "baselines.json").write_text(json.dumps({"command": cmd, "results": out, "markdown": text}, indent=2))
+    if not args.no_loso:
+        sources = sorted({e.source for e in train})
+        lmd = ["| held-out source | rows | labels scored | TF-IDF + LR macro AUPRC | frozen MiniLM + LR macro AUPRC |", "|---|---|---|---|---|"]
+        allrows = train + dev
+        Eall = np.concatenate([Etr, Edv])
+        Yall, Mall = np.concatenate([Ytr, Ydv]), np.concatenate([Mtr, Mdv])
+        texts = [e.text for e in allrows]
+        for src in sources:
+            test = np.array([e.source == src for e in allrows])
+            tv = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=100_000, sublinear_tf=True)
+            Xtr = tv.fit_transform([t for t, h in zip(texts, test, strict=True) if not h])
+            a, _ = macro_auprc(Yall[test], predict_lr(fit_lr(Xtr, Yall[~test], Mall[~test]), tv.transform([t for t, h in zip(texts, test, strict=True) if h])), Mall[test])
+            b, per_b = macro_auprc(Yall[test], predict_lr(fit_lr(Eall[~test], Yall[~test], Mall[~test]), Eall[test]), Mall[test])
+            lmd.append(f"| {src} | {int(test.sum())} | {len(per_b)} | {fmt(a)} | {fmt(b)} |")
+            print(lmd[-1], flush=True)
+        ltext = "\n".join(lmd)
+        print(ltext)
+        if args.write_card:
+            (folder / "loso.json").write_text(json.dumps({"command": cmd, "markdown": ltext + "\n\nFine-tuned leave-one-source-out runs: `copilot train --exclude-source SOURCE` (not run for every source: ~15 min each on 2 cores)."}, indent=2))
+    if args.write_card:
+        write_card(folder)
+
+
+if __name__ == "__main__":
+    main()
