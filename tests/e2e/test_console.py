@@ -21,6 +21,9 @@ try:
 except ImportError:  # pragma: no cover - the skip below says what is missing
     sync_playwright = None  # type: ignore[assignment]
 
+# The suggestion behind each click runs real models on a 2-core machine that may be busy: allow slow steps.
+expect.set_options(timeout=30_000)
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
