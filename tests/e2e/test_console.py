@@ -18,11 +18,11 @@ TIMEOUT_MS = 60_000  # a suggestion runs the classifier and retrieval; the first
 
 try:
     from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+
+    # The suggestion behind each click runs real models on a 2-core machine that may be busy: allow slow steps.
+    expect.set_options(timeout=TIMEOUT_MS)
 except ImportError:  # pragma: no cover - the skip below says what is missing
     sync_playwright = None  # type: ignore[assignment]
-
-# The suggestion behind each click runs real models on a 2-core machine that may be busy: allow slow steps.
-expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="module")
