@@ -199,7 +199,7 @@ class DecisionCreate(BaseModel):
     verdict: Verdict | None = Field(None, description="Derived from the latest suggestion when omitted.")
     clause_ids: list[str] = Field(default_factory=list)
     note: str | None = Field(None, max_length=4000)
-    suggestion_id: int | None = None
+    suggestion_id: int | None = Field(None, ge=1, le=2**63 - 1)
 
     @field_validator("labels")
     @classmethod

@@ -5,7 +5,7 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api.deps import AUDIT, MODERATE, READ_CASES, Caller, RuntimeDep, require
@@ -19,6 +19,8 @@ from copilot.validate import validate_case
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["cases"])
+# Ids are 64-bit in every database we support; a larger number is a client error, not a driver overflow.
+CaseId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Case id")]
 
 
 class CaseBatch(BaseModel):
@@ -134,7 +136,7 @@ def list_cases(rt: RuntimeDep, caller: Caller = require(*READ_CASES),
 
 
 @router.get("/cases/{case_id}", response_model=CaseDetail, summary="A case with its suggestions, claims and decisions")
-def get_case(case_id: int, rt: RuntimeDep, caller: Caller = require(*READ_CASES)) -> CaseDetail:
+def get_case(case_id: CaseId, rt: RuntimeDep, caller: Caller = require(*READ_CASES)) -> CaseDetail:
     from sqlalchemy import select
 
     from copilot.store.models import ClaimRow
@@ -150,7 +152,7 @@ def get_case(case_id: int, rt: RuntimeDep, caller: Caller = require(*READ_CASES)
 
 
 @router.post("/cases/{case_id}/suggest", response_model=StoredSuggestion, summary="Compute and store a new suggestion (mode fast|full|auto)")
-async def suggest_stored(case_id: int, request: Request, rt: RuntimeDep, caller: Caller = require(*MODERATE),
+async def suggest_stored(case_id: CaseId, request: Request, rt: RuntimeDep, caller: Caller = require(*MODERATE),
                          mode: SuggestMode = SuggestMode.fast) -> StoredSuggestion:
     def load() -> Case:
         with rt.database.session() as s:
@@ -176,14 +178,14 @@ async def suggest_adhoc(body: AdHocRequest, request: Request, rt: RuntimeDep, ca
 
 
 @router.post("/cases/{case_id}/claim", summary="Claim a case for review (who and when, for SLA tracking)")
-def claim(case_id: int, rt: RuntimeDep, caller: Caller = require(*MODERATE)) -> dict[str, Any]:
+def claim(case_id: CaseId, rt: RuntimeDep, caller: Caller = require(*MODERATE)) -> dict[str, Any]:
     with rt.database.session() as s:
         row = repo.claim(s, case_id, caller.name)
         return {"case_id": case_id, "moderator": row.moderator, "claimed_at": row.claimed_at.isoformat()}
 
 
 @router.post("/cases/{case_id}/decisions", response_model=Decision, status_code=201, summary="Record the moderator's final decision")
-def decide(case_id: int, body: DecisionCreate, rt: RuntimeDep, caller: Caller = require(*MODERATE)) -> Decision:
+def decide(case_id: CaseId, body: DecisionCreate, rt: RuntimeDep, caller: Caller = require(*MODERATE)) -> Decision:
     for label in body.labels:
         rt.corpus.taxonomy.check(label)
     for cid in body.clause_ids:
