@@ -1,7 +1,9 @@
 """Append-only, hash-chained audit log.
 
-hash = sha256(prev_hash | actor | action | entity | entity_id | canonical JSON details). `prev_hash` is unique, so two
-writers racing to extend the chain cannot both succeed: the loser's transaction fails and is retried by the caller.
+hash = sha256(prev_hash | actor | action | entity | entity_id | canonical JSON details). Appends are serialised: on
+SQLite every write transaction already holds the database lock (BEGIN IMMEDIATE); on PostgreSQL a transaction-level
+advisory lock is taken before reading the chain's head, so concurrent writers queue instead of forking the chain.
+`prev_hash` is unique as a last line of defence: a fork is a constraint violation, never silent.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from copilot.store.models import AuditRow
 
 GENESIS = "0" * 64
+ADVISORY_LOCK_ID = 0x6D636F70  # "mcop": one lock for the audit chain
 
 
 def _digest(prev: str, actor: str, action: str, entity: str, entity_id: str, details: dict[str, Any]) -> str:
@@ -24,7 +27,9 @@ def _digest(prev: str, actor: str, action: str, entity: str, entity_id: str, det
 
 
 def append(s: Session, actor: str, action: str, entity: str, entity_id: str | int, details: dict[str, Any] | None = None) -> AuditRow:
-    last = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(1).with_for_update()).first()
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_ID})
+    last = s.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(1)).first()
     prev = last.hash if last else GENESIS
     details = details or {}
     row = AuditRow(actor=actor, action=action, entity=entity, entity_id=str(entity_id), details=details, prev_hash=prev,
