@@ -76,7 +76,8 @@ def suggest_fast(rt: Runtime, case: Case, scored: Scored | None = None) -> Sugge
         scored = score_case(rt, [text])[0]
     index = rt.index
     taxonomy = rt.corpus.taxonomy
-    hits = index.search(text, k=rt.settings.retrieval_k)
+    qv = index.embedder.encode([text])[0]  # embedded once, used by every search below
+    hits = index.search(text, k=rt.settings.retrieval_k, query_vec=qv)
     labels: list[str] = []
     citations: dict[str, Citation] = {}
     reasons: list[str] = []
@@ -85,7 +86,7 @@ def suggest_fast(rt: Runtime, case: Case, scored: Scored | None = None) -> Sugge
         area = taxonomy.labels[label].area
         candidates = [h for h in hits if label in h.labels and h.kind == "prohibition"]
         if not candidates:
-            candidates = [h for h in index.search(text, k=10, areas={area}) if label in h.labels and h.kind == "prohibition"]
+            candidates = [h for h in index.search(text, k=10, areas={area}, query_vec=qv) if label in h.labels and h.kind == "prohibition"]
         if not candidates:
             abstain.append(f"{label} scored above threshold but no clause of that label matches this case")
             continue
@@ -104,7 +105,7 @@ def suggest_fast(rt: Runtime, case: Case, scored: Scored | None = None) -> Sugge
         top = hits[0]
         unsupported = [l for l in top.labels if l not in supported]
         if top.kind == "prohibition" and unsupported:
-            sim = float(np.dot(rt.embedder.encode([text])[0], rt.embedder.encode([rt.corpus.get(top.clause_id).index_text()])[0]))
+            sim = float(np.dot(qv, index.clause_vectors[top.clause_id]))
             if sim >= UNSUPPORTED_ESCALATE_SIM:
                 abstain.append(f"retrieval matches {top.clause_id} ({', '.join(unsupported)}), a label the classifier does not cover (similarity {sim:.2f})")
                 citations.setdefault(top.clause_id, _cite(top, rt))

@@ -56,6 +56,8 @@ class PolicyIndex:
         self.manifest = manifest
         self.dense = faiss.IndexFlatIP(vectors.shape[1])
         self.dense.add(vectors)
+        # The clause chunk's vector per clause, so callers can compare a case to a clause without re-embedding it.
+        self.clause_vectors = {c.clause_id: vectors[i] for i, c in enumerate(chunks) if c.kind == "clause"}
         self.bm25 = bm25s.BM25()
         self.bm25.index(_tokenize([c.text for c in chunks]), show_progress=False)
 
@@ -118,13 +120,16 @@ class PolicyIndex:
         keep = scores[0] > 0
         return _best_per_clause(self.chunks, ids[0][keep], scores[0][keep])
 
-    def search(self, query: str, k: int = 5, method: str = "hybrid", rrf_k: int = 60, areas: set[str] | None = None) -> list[SearchHit]:
-        """Rank clauses for a query. `hybrid` fuses the dense and BM25 rankings by reciprocal rank."""
+    def search(self, query: str, k: int = 5, method: str = "hybrid", rrf_k: int = 60, areas: set[str] | None = None,
+               query_vec: np.ndarray | None = None) -> list[SearchHit]:
+        """Rank clauses for a query. `hybrid` fuses the dense and BM25 rankings by reciprocal rank.
+
+        Pass `query_vec` when the caller already embedded the query (it is not embedded again)."""
         if method not in ("dense", "bm25", "hybrid"):
             raise ValueError(f"unknown retrieval method {method!r} (dense, bm25, hybrid)")
         rankings: list[dict[str, float]] = []
         if method in ("dense", "hybrid"):
-            rankings.append(self.dense_ranking(self.embedder.encode([query])[0]))
+            rankings.append(self.dense_ranking(query_vec if query_vec is not None else self.embedder.encode([query])[0]))
         if method in ("bm25", "hybrid"):
             rankings.append(self.bm25_ranking(query))
         fused = rankings[0] if len(rankings) == 1 else rrf(rankings, rrf_k)
