@@ -182,3 +182,23 @@ def agreement_cmd(since: Annotated[str | None, typer.Option(help="ISO date/time,
     except ValueError as exc:
         fail(f"bad date: {exc}", 2)
     print(json.dumps(agreement(Database.open(s.db_url), load_taxonomy(s.corpus_dir / "taxonomy.yaml").label_names, a, b), indent=2))
+
+
+@eval_app.command("suite")
+def suite_cmd(suite: Annotated[Path, typer.Argument(help="Suite file, e.g. eval/suites/release.yaml.")],
+              out: Annotated[Path, typer.Option("--out", help="Folder; each run writes into a subfolder named after it.")],
+              allow_overlap: Annotated[bool, typer.Option(help="Run even if dataset texts are in the training data.")] = False) -> None:
+    """Run every evaluation of a suite (dataset, mode, labels, slices per run) and print one line per run."""
+    from copilot.cli import fail
+    from copilot.config import get_settings
+    from copilot.errors import CopilotError
+    from copilot.runtime import Runtime
+    from eval.suites import load_suite, run_suite
+
+    try:
+        s = load_suite(suite)
+        results = run_suite(Runtime(get_settings()), s, out, allow_overlap)
+    except CopilotError as exc:
+        fail(exc)
+    for name, r in results.items():
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in r.items()))

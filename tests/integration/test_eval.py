@@ -131,3 +131,18 @@ def test_policy_diff_lists_cases_a_clause_edit_changes(settings: Settings, tmp_p
     for c in d["changed"]:
         assert not set(c["citations_new"]) & retired
     assert any(set(c["citations_old"]) & retired for c in d["changed"])
+
+
+def test_suite_runs_each_entry(settings: Settings, tmp_path: Path) -> None:
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: t\nruns:\n  - name: a\n    dataset: {GOLD / 'spam.jsonl'}\n    limit: 5\n    slices: [hard_kind]\n"
+                     f"  - name: b\n    dataset: {GOLD / 'privacy.jsonl'}\n    labels: [privacy]\n    limit: 4\n")
+    r = copilot("eval", "suite", str(suite), "--out", str(tmp_path / "o"), settings=settings)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("a: macro_f1") and "\nb: macro_f1" in r.stdout
+    assert json.loads((tmp_path / "o" / "b" / "metrics.json").read_text())["run"]["rows"] == 4
+    assert list(json.loads((tmp_path / "o" / "b" / "metrics.json").read_text())["labels"]) == ["privacy"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nruns: []\n")
+    r2 = copilot("eval", "suite", str(bad), "--out", str(tmp_path / "o2"), settings=settings)
+    assert r2.returncode != 0 and "not a valid suite" in r2.stderr
