@@ -8,7 +8,7 @@ DATA_DIR ?= var
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test install system-deps prepare lint typecheck layers test-only clean help
+.PHONY: run test install system-deps prepare llm llm-test lint typecheck layers test-only clean help
 
 help:
 	@echo "make run    install everything, prepare index and model, start the service on http://127.0.0.1:8000/"
@@ -34,9 +34,16 @@ prepare: install
 	@$(BIN)/copilot index build
 	@test -f models/classifier/labels.json || { echo "no shipped classifier: training a quick one (a few minutes)"; $(BIN)/copilot train --quick; }
 
-run: prepare
+# The local LLM runtime: llama-cpp-python (wheel built once into a cache outside the repo), the Qwen GGUF for
+# `make run`, and only the small SmolLM2 model for the tests.
+llm: install
+	@bash scripts/install-llm.sh
+llm-test: install
+	@bash scripts/install-llm.sh --no-qwen
+
+run: prepare llm
 	@bash scripts/first-key.sh $(BIN)/copilot
-	$(BIN)/copilot serve --host 127.0.0.1 --port 8000
+	COPILOT_LLM_BACKEND=$${COPILOT_LLM_BACKEND:-llamacpp} $(BIN)/copilot serve --host 127.0.0.1 --port 8000
 
 lint: install
 	$(BIN)/ruff check copilot api eval tests benchmarks
@@ -48,7 +55,7 @@ layers: install
 test-only:
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: install system-deps lint typecheck layers prepare
+test: install system-deps llm-test lint typecheck layers prepare
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

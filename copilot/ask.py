@@ -1,21 +1,35 @@
-"""Policy Q&A. Without an LLM the answer is extractive: the best clauses, quoted, with their IDs.
+"""Policy Q&A: question -> retrieved clauses -> a short answer citing clause IDs.
 
-Abstains when the best clause is a weak match for the question (the corpus does not cover it), rather than quoting an
-unrelated rule with confidence.
+With an LLM configured (COPILOT_LLM_BACKEND) the answer is written by the model from the retrieved clauses (ID, title,
+summary, rule; prompt copilot/llm/prompts/ask_v1.txt), decoded against a schema whose clause-ID enum holds only the
+offered clauses; the citations are checked against the offered clauses (one repair call names any problem), and the
+answer abstains when the model says the clauses do not cover the question. On any LLM error, timeout or still-invalid
+answer, the extractive answer below is returned instead (mode "extractive").
+
+Without an LLM the answer is extractive: the best clauses, quoted, with their IDs.
+
+Both paths abstain, without calling a model, when the best clause is a weak match for the question (the corpus does
+not cover it), rather than quoting an unrelated rule with confidence.
 """
 
 from __future__ import annotations
+
+import logging
+import time
 
 import numpy as np
 
 from copilot.errors import EmptyText
 from copilot.runtime import Runtime
-from copilot.schema import AskAnswer, Citation
+from copilot.schema import AskAnswer, Citation, SearchHit
+
+log = logging.getLogger(__name__)
 
 # Dense cosine similarity of the best clause below which the question is treated as not covered by the corpus.
 # Chosen on our own retrieval queries (eval/retrieval), never on public benchmarks.
 ASK_MIN_SIMILARITY = 0.30
 MAX_QUESTION_CHARS = 2000
+NOT_COVERED = "The policy corpus does not appear to cover this question; ask the policy team."
 
 
 def ask(rt: Runtime, question: str, k: int = 3) -> AskAnswer:
@@ -31,10 +45,17 @@ def ask(rt: Runtime, question: str, k: int = 3) -> AskAnswer:
     qv = rt.embedder.encode([question])[0]
     best_sim = max((float(np.dot(qv, v)) for v in rt.embedder.encode([corpus.get(h.clause_id).index_text() for h in hits[:1]])), default=0.0)
     if not hits or best_sim < ASK_MIN_SIMILARITY:
-        return AskAnswer(
-            answer="The policy corpus does not appear to cover this question; ask the policy team.",
-            citations=[], abstained=True, corpus_version=corpus.version,
-        )
+        return AskAnswer(answer=NOT_COVERED, citations=[], abstained=True, corpus_version=corpus.version)
+    if rt.settings.llm_backend != "none":
+        try:
+            return ask_llm(rt, question, hits)
+        except Exception as exc:  # any LLM failure: the extractive answer still serves the question
+            log.warning("LLM answer failed, extractive answer instead: %s", getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}")
+    return ask_extractive(rt, hits)
+
+
+def ask_extractive(rt: Runtime, hits: list[SearchHit]) -> AskAnswer:
+    corpus = rt.corpus
     citations, parts = [], []
     for h in hits:
         clause = corpus.get(h.clause_id)
@@ -44,3 +65,37 @@ def ask(rt: Runtime, question: str, k: int = 3) -> AskAnswer:
         citations.append(Citation(clause_id=clause.id, title=clause.title, area=clause.area, summary=clause.summary, score=h.score, quote=quote))
     answer = "Most relevant clauses (extractive answer, no LLM):\n" + "\n".join(parts)
     return AskAnswer(answer=answer, citations=citations, abstained=False, mode="extractive", corpus_version=corpus.version)
+
+
+def ask_llm(rt: Runtime, question: str, hits: list[SearchHit]) -> AskAnswer:
+    """The LLM answer; raises (CopilotError or a backend error) when it cannot give a checked one."""
+    from copilot.llm.base import LLMError
+    from copilot.llm.checks import check_answer
+    from copilot.llm.prompts import ASK_PROMPT
+    from copilot.llm.render import ask_messages, ask_schema, with_repair
+
+    corpus = rt.corpus
+    llm = rt.llm
+    clauses = [corpus.get(h.clause_id) for h in hits]
+    offered = {c.id: c for c in clauses}
+    scores = {h.clause_id: h.score for h in hits}
+    messages = ask_messages(question, clauses)
+    llm.warm_prefix(str(messages[0].content))
+    schema = ask_schema(list(offered))
+    deadline = time.monotonic() + rt.settings.llm_timeout_s
+    max_tokens = rt.settings.llm_max_tokens
+    res = llm.structured(messages, schema, max_tokens=max_tokens, deadline=deadline, purpose="ask")
+    checked = check_answer(res.data, res.error, offered, corpus)
+    if checked.errors:
+        res = llm.structured(with_repair(messages, ASK_PROMPT, checked.errors), schema, max_tokens=max_tokens, deadline=deadline, purpose="ask-repair")
+        checked = check_answer(res.data, res.error, offered, corpus)
+        if checked.errors:
+            raise LLMError("LLM answer invalid after one repair: " + "; ".join(checked.errors[:3]))
+    out = checked.out
+    if not out.covered:
+        return AskAnswer(answer=out.answer.strip() or NOT_COVERED, citations=[], abstained=True, mode="llm", corpus_version=corpus.version)
+    citations = [
+        Citation(clause_id=c.id, title=c.title, area=c.area, summary=c.summary, score=scores.get(c.id)) for c in checked.clauses
+    ]
+    return AskAnswer(answer=out.answer.strip(), citations=citations, abstained=False, mode="llm", corpus_version=corpus.version)
+

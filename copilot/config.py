@@ -5,6 +5,7 @@ Relative paths are resolved against the project root so the service behaves the 
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -43,7 +44,7 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(20_000, description="Longer case text is rejected with 413 (or windowed when window_long_text).")
     window_long_text: bool = False
     max_batch: int = 64
-    request_timeout_s: float = 30.0
+    request_timeout_s: float = 60.0  # above llm_timeout_s: the chain falls back by itself before this fires
 
     # Retrieval
     retrieval_k: int = 5
@@ -64,6 +65,8 @@ class Settings(BaseSettings):
     llm_model: str = "qwen2.5-coder-1.5b-instruct"
     llm_max_tokens: int = 256
     llm_timeout_s: float = 30.0
+    llm_threads: int = Field(default_factory=lambda: 1 if (os.cpu_count() or 1) <= 2 else 2,
+                             description="llama.cpp threads; never more than the cores free for it (its threads busy-wait)")
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:

@@ -1,17 +1,408 @@
-"""The full path: LLM chain over case, scores and clauses. Not built yet (issue 7)."""
+"""The full path: one LLM call over the case, the classifier's calibrated scores and the retrieved clauses, checked,
+repaired once if needed, then combined with the classifier into a Suggestion.
+
+Flow of ``suggest_full(rt, case, fast)``:
+1. cache: a hit on (case hash, corpus version, model ids, prompt version) returns the stored suggestion (no tokens);
+2. prompt (copilot/llm/render.py): fixed system prefix, then clause summaries of the top retrieved clauses (plus the
+   clauses the fast path cited), the scores, the case last; the answer is decoded against a JSON schema whose enums
+   hold only the offered clause IDs;
+3. checks (copilot/llm/checks.py); on errors one repair call names them (appended to the same prompt); still invalid,
+   or any LLM error or timeout
+   (COPILOT_LLM_TIMEOUT_S for the whole request; COPILOT_LLM_MAX_TOKENS per call) -> the fast path's suggestion is
+   returned with ``fallback_reason`` saying why;
+4. ensemble (below).
+
+Ensemble and abstention rule
+----------------------------
+Notation: for a label L, s(L) is the classifier's calibrated score, t(L) its threshold, m = COPILOT_FAST_PATH_MARGIN;
+"supported" means the classifier was trained for L (LabelScore.supported). The LLM's labels are closed under
+sub-labels (hate/threatening implies hate). A label has a valid citation when the LLM cites a checked prohibition
+clause of L's policy area.
+
+A label L is suggested iff
+  - the LLM gives L, and
+  - L has a valid citation, and
+  - either the classifier does not support L (extremism, privacy, misinformation, any label with too little training
+    data: retrieval + LLM alone decide), or s(L) >= LLM_SUPPORT_FLOOR (the LLM may confirm or add a label the
+    classifier sees at least weakly, never one it scores near zero).
+The suggestion abstains (action ``escalate``, a human decides) when any of:
+  a. the classifier is confident, s(L) >= t(L) + m, but L is not suggested (strong disagreement; a label inside the
+     uncertain band t(L) +- m is the LLM's to settle and does not abstain);
+  b. the LLM gives labels but none of them has a valid citation (it sees a violation it cannot ground: "explain or
+     abstain"). A label without a valid citation is never suggested; when other labels are, it is dropped with a note;
+  c. the LLM sets abstain, or recommends ``escalate``.
+Labels are still reported when abstaining: they are the ones that passed the rule above.
+Citations kept: allowance clauses, and prohibition clauses of a suggested label's area (a clause whose label was not
+suggested is listed in the rationale's notes, not cited).
+Action when not abstaining: no label -> ``no_action``; otherwise the LLM's action if it is the default action of one
+of the cited prohibition clauses of a suggested label, else the strictest of those clauses' default actions.
+
+Streaming: ``stream_suggestion`` yields ("rationale", text) events while the first answer is generated, then one
+("suggestion", Suggestion) event; ``stream_rationale`` yields only the text and returns the Suggestion as the
+generator's return value. The streamed text is the first answer's reasoning; the Suggestion's ``rationale`` is the
+authoritative one (after repair and with the ensemble's notes).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from copilot.errors import CopilotError
+from copilot.llm.base import ChatBackend, StructuredResult
+from copilot.llm.checks import Checked, LLMSuggestion, check_suggestion
+from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
+from copilot.llm.render import suggest_messages, suggest_system_text, suggestion_schema, unsupported_labels, with_repair
 from copilot.runtime import Runtime
-from copilot.schema import Case, Suggestion
+from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, Clause, Suggestion
+
+log = logging.getLogger(__name__)
+
+# A supported label the classifier scores below this cannot be added by the LLM.
+LLM_SUPPORT_FLOOR = 0.05
+# Clauses offered to the model: the fast path's citations, then the top `retrieval_k` hits, at most this many
+# (each costs about 55 prompt tokens, about 0.5 s of prompt processing on 2 cores).
+MAX_PROMPT_CLAUSES = 5
+CACHE_SIZE = 512
+
+OnText = Callable[[str], None]
+
+
+# ---- cache ----------------------------------------------------------------------------------------------------------
+class SuggestionCache:
+    """In-memory LRU of full-path suggestions, keyed by (case hash, corpus version, model ids, prompt version)."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, ...], Suggestion] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple[str, ...]) -> Suggestion | None:
+        with self._lock:
+            sug = self._items.get(key)
+            if sug is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return sug.model_copy(deep=True)
+
+    def put(self, key: tuple[str, ...], sug: Suggestion) -> None:
+        with self._lock:
+            self._items[key] = sug.model_copy(deep=True)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_CACHES: weakref.WeakKeyDictionary[Runtime, SuggestionCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def suggestion_cache(rt: Runtime) -> SuggestionCache:
+    with _CACHES_LOCK:
+        cache = _CACHES.get(rt)
+        if cache is None:
+            cache = _CACHES[rt] = SuggestionCache()
+        return cache
+
+
+def case_hash(case: Case) -> str:
+    payload = case.model_dump_json(include={"content_type", "title", "caption", "transcript", "on_screen_text", "comments"})
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def cache_key(rt: Runtime, case: Case, llm: ChatBackend) -> tuple[str, ...]:
+    ids = rt.model_ids()
+    models = "|".join([llm.model_id, ids.get("classifier", ""), ids.get("embedder", "")])
+    return (case_hash(case), rt.corpus.version, models, load_prompt(SUGGEST_PROMPT).version)
+
+
+# ---- prompt inputs --------------------------------------------------------------------------------------------------
+@dataclass
+class Offered:
+    clauses: list[Clause]
+    scores: dict[str, float]  # retrieval score per clause ID
+
+
+def offered_clauses(rt: Runtime, case: Case, fast: Suggestion) -> Offered:
+    corpus = rt.corpus
+    hits = rt.index.search(case.text(), k=rt.settings.retrieval_k)
+    scores = {h.clause_id: h.score for h in hits}
+    ids: list[str] = []
+    for c in fast.citations:  # the clauses behind the classifier's flags come first: they must be on offer
+        ids.append(c.clause_id)
+        if c.score is not None:
+            scores.setdefault(c.clause_id, c.score)
+    ids += [h.clause_id for h in hits if h.clause_id not in ids]
+    clauses = [corpus.get(cid) for cid in ids]
+    return Offered([c for c in clauses if c.status == "active"][:MAX_PROMPT_CLAUSES], scores)
+
+
+def render_prompt(rt: Runtime, case: Case, fast: Suggestion) -> tuple[list[Any], Offered]:
+    """The messages sent for this case (what the prompt snapshot test records) and the clauses they offer."""
+    offered = offered_clauses(rt, case, fast)
+    return suggest_messages(rt.corpus, case, fast.scores, offered.clauses), offered
+
+
+def warm_up(rt: Runtime) -> None:
+    """Load the LLM and cache the KV state of the fixed suggestion prefix (the service may call this at start)."""
+    unsupported = [label for label in rt.corpus.taxonomy.labels if label not in set(rt.classifier.labels)]
+    rt.llm.warm_prefix(suggest_system_text(rt.corpus, unsupported))
+
+
+# ---- ensemble -------------------------------------------------------------------------------------------------------
+def _strictest(actions: list[Action]) -> Action:
+    return min(actions, key=ACTION_SEVERITY.index) if actions else Action.no_action
+
+
+@dataclass
+class Decision:
+    labels: list[str]
+    action: Action
+    abstain_reasons: list[str]
+    notes: list[str]
+    cited: list[Clause]  # the citations kept: allowance clauses, and prohibition clauses of a suggested label's area
+
+
+def ensemble(rt: Runtime, fast: Suggestion, out: LLMSuggestion, cited: list[Clause]) -> Decision:
+    """Combine the classifier's scores with the checked LLM answer (the rule in this module's docstring)."""
+    taxonomy = rt.corpus.taxonomy
+    margin = rt.settings.fast_path_margin
+    scores = {s.label: s for s in fast.scores}
+    cited_areas = {c.area for c in cited if c.kind == "prohibition"}
+    llm_labels = taxonomy.close([lab for lab in out.labels if lab in taxonomy.labels])
+    labels, uncited, notes, abstain = [], [], [], []
+    for label in llm_labels:
+        s = scores.get(label)
+        if taxonomy.labels[label].area not in cited_areas:
+            uncited.append(label)
+            continue
+        if s is not None and s.supported and s.score < LLM_SUPPORT_FLOOR:
+            notes.append(f"{label} not suggested: the classifier scores it {s.score:.2f}")
+            continue
+        labels.append(label)
+    labels = [lab for lab in taxonomy.labels if lab in labels]  # taxonomy order
+    overruled = [
+        f"{s.label} {s.score:.2f} (threshold {s.threshold:.2f})" for s in fast.scores
+        if s.supported and s.threshold is not None and s.score >= s.threshold + margin and s.label not in labels
+    ]
+    if overruled:
+        abstain.append(f"the classifier is confident in {', '.join(overruled)} but the LLM does not back {'it' if len(overruled) == 1 else 'them'} with a clause")
+    if uncited and not labels:
+        abstain.append(f"no valid citation for {', '.join(uncited)}")
+    elif uncited:
+        notes.append(f"{', '.join(uncited)} not suggested: no valid citation")
+    if out.abstain:
+        abstain.append("the LLM abstained")
+    elif out.action == Action.escalate.value:
+        abstain.append("the LLM recommends escalation")
+    if abstain:
+        action = Action.escalate
+    elif not labels:
+        action = Action.no_action
+    else:
+        areas = {taxonomy.labels[lab].area for lab in labels}
+        allowed = [c.action for c in cited if c.kind == "prohibition" and c.area in areas]
+        action = Action(out.action) if out.action in {a.value for a in allowed} else _strictest(allowed)
+    label_areas = {taxonomy.labels[lab].area for lab in labels}
+    kept = [c for c in cited if c.kind == "allowance" or c.area in label_areas]
+    if len(kept) < len(cited):
+        notes.append(f"{', '.join(c.id for c in cited if c not in kept)} not cited: no suggested label of {'its' if len(cited) - len(kept) == 1 else 'their'} area")
+    return Decision(labels, action, abstain, notes, kept)
+
+
+# ---- the chain ------------------------------------------------------------------------------------------------------
+def _fallback(rt: Runtime, fast: Suggestion, reason: str, t0: float, prompt_version: str | None, tokens: tuple[int, int] = (0, 0)) -> Suggestion:
+    sug = fast.model_copy(deep=True)
+    sug.fallback_reason = reason
+    sug.prompt_version = prompt_version
+    sug.prompt_tokens, sug.completion_tokens = tokens
+    sug.model_ids = {**sug.model_ids, **rt.model_ids()}  # the LLM's id too, when it loaded
+    sug.latency_ms = round(fast.latency_ms + (time.perf_counter() - t0) * 1000, 2)
+    log.info("full path fell back to the fast path: %s", reason)
+    return sug
+
+
+class _ReasoningStream:
+    """Pulls the value of the "reasoning" field out of streamed JSON text, decoding escapes as they complete."""
+
+    KEY = '"reasoning"'
+
+    def __init__(self, sink: OnText) -> None:
+        self.sink = sink
+        self.buf = ""
+        self.pos = -1  # index in buf where the string value starts; -1 until found
+        self.done = False
+
+    def feed(self, piece: str) -> None:
+        if self.done:
+            return
+        self.buf += piece
+        if self.pos < 0:
+            k = self.buf.find(self.KEY)
+            if k < 0:
+                return
+            rest = self.buf[k + len(self.KEY):].lstrip(" :\n\t")
+            if not rest.startswith('"'):
+                return
+            self.pos = len(self.buf) - len(rest) + 1
+        out, i = [], self.pos
+        while i < len(self.buf):
+            ch = self.buf[i]
+            if ch == '"':
+                self.done = True
+                i += 1
+                break
+            if ch == "\\":
+                if i + 1 >= len(self.buf):
+                    break
+                esc = self.buf[i + 1]
+                if esc == "u":
+                    if i + 6 > len(self.buf):
+                        break
+                    try:
+                        out.append(chr(int(self.buf[i + 2:i + 6], 16)))
+                    except ValueError:
+                        pass
+                    i += 6
+                    continue
+                out.append({"n": "\n", "t": "\t", "r": "", "b": "", "f": ""}.get(esc, esc))
+                i += 2
+                continue
+            out.append(ch)
+            i += 1
+        self.pos = i
+        if out:
+            self.sink("".join(out))
+
+
+def _call(llm: ChatBackend, messages: list[Any], schema: dict[str, Any], rt: Runtime, deadline: float, on_text: OnText | None, purpose: str) -> StructuredResult:
+    return llm.structured(messages, schema, max_tokens=rt.settings.llm_max_tokens, deadline=deadline, on_text=on_text, purpose=purpose)
+
+
+def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = None) -> Suggestion:
+    t0 = time.perf_counter()
+    prompt_version = load_prompt(SUGGEST_PROMPT).version
+    try:
+        llm: ChatBackend = rt.llm  # loads once per process; the request's time budget starts after it
+    except CopilotError as exc:
+        return _fallback(rt, fast, exc.detail, t0, None)
+    corpus = rt.corpus
+    cache = suggestion_cache(rt)
+    key = cache_key(rt, case, llm)
+    hit = cache.get(key)
+    if hit is not None:
+        hit.latency_ms = round(fast.latency_ms + (time.perf_counter() - t0) * 1000, 2)
+        hit.prompt_tokens = hit.completion_tokens = 0  # nothing was spent on this request
+        if on_text is not None:
+            on_text(hit.rationale)
+        return hit
+    try:  # one-time work outside the request's budget: evaluate (or restore) the fixed prefix's KV state
+        llm.warm_prefix(suggest_system_text(corpus, unsupported_labels(fast.scores)))
+    except Exception as exc:
+        return _fallback(rt, fast, f"LLM call failed: {getattr(exc, 'detail', None) or f'{type(exc).__name__}: {exc}'}", t0, prompt_version)
+    deadline = time.monotonic() + rt.settings.llm_timeout_s
+    messages, offered = render_prompt(rt, case, fast)
+    by_id = {c.id: c for c in offered.clauses}
+    schema = suggestion_schema(corpus.taxonomy, list(by_id), case)
+    tokens = [0, 0]
+
+    def account(res: StructuredResult) -> Checked:
+        tokens[0] += res.prompt_tokens
+        tokens[1] += res.completion_tokens
+        return check_suggestion(res.data, res.error, by_id, corpus, case)
+
+    stream = _ReasoningStream(on_text) if on_text is not None else None
+    try:
+        first = _call(llm, messages, schema, rt, deadline, stream.feed if stream else None, "suggest")
+        checked = account(first)
+        if checked.errors:
+            log.info("LLM answer failed checks (%s); one repair", "; ".join(checked.errors))
+            checked = account(_call(llm, with_repair(messages, SUGGEST_PROMPT, checked.errors), schema, rt, deadline, None, "suggest-repair"))
+            if checked.errors:
+                return _fallback(rt, fast, "LLM answer invalid after one repair: " + "; ".join(checked.errors[:4]), t0, prompt_version, (tokens[0], tokens[1]))
+    except CopilotError as exc:  # spent tokens of a call cut short still count
+        tokens[0] += int(exc.extra.get("prompt_tokens", 0))
+        tokens[1] += int(exc.extra.get("completion_tokens", 0))
+        return _fallback(rt, fast, f"LLM call failed: {exc.detail}", t0, prompt_version, (tokens[0], tokens[1]))
+    except Exception as exc:  # a backend bug must not take the suggestion down: fall back and say why
+        log.exception("LLM chain error")
+        return _fallback(rt, fast, f"LLM call failed: {type(exc).__name__}: {exc}", t0, prompt_version, (tokens[0], tokens[1]))
+    out: LLMSuggestion = checked.out
+    decision = ensemble(rt, fast, out, checked.clauses)
+    rationale = out.reasoning.strip() or "(no reasoning given)"
+    notes = [*checked.dropped, *decision.notes]
+    if notes:
+        rationale += " Note: " + "; ".join(notes) + "."
+    if decision.abstain_reasons:
+        rationale += " Escalated: " + "; ".join(decision.abstain_reasons) + "."
+    citations = [
+        Citation(clause_id=c.id, title=c.title, area=c.area, summary=c.summary, score=offered.scores.get(c.id)) for c in decision.cited
+    ]
+    sug = Suggestion(
+        labels=decision.labels, scores=fast.scores, citations=citations, rationale=rationale, action=decision.action,
+        abstained=bool(decision.abstain_reasons), abstain_reason="; ".join(decision.abstain_reasons) or None,
+        evidence=checked.evidence, path="full", corpus_version=corpus.version, model_ids=rt.model_ids(),
+        prompt_version=prompt_version, latency_ms=round(fast.latency_ms + (time.perf_counter() - t0) * 1000, 2),
+        prompt_tokens=tokens[0], completion_tokens=tokens[1],
+    )
+    cache.put(key, sug)
+    return sug
 
 
 def suggest_full(rt: Runtime, case: Case, fast: Suggestion) -> Suggestion:
-    """Until the chain lands, the LLM backend load fails and the fast suggestion is returned with the reason."""
-    try:
-        rt.llm  # noqa: B018 - loading is the check
-    except Exception as exc:  # ComponentMissing: say why we fell back
-        fast.fallback_reason = getattr(exc, "detail", str(exc))
-        return fast
-    fast.fallback_reason = "LLM chain not built yet"
-    return fast
+    """The full path for one case (the router in copilot/suggest.py calls it for mode=full and uncertain cases)."""
+    return _run(rt, case, fast)
+
+
+def stream_suggestion(rt: Runtime, case: Case, fast: Suggestion | None = None) -> Iterator[tuple[str, Any]]:
+    """Events for server-sent events: ("rationale", text chunk)* then ("suggestion", Suggestion).
+
+    The chain runs in a worker thread; chunks are yielded as the model writes them. ``fast`` defaults to
+    ``suggest_fast(rt, case)``.
+    """
+    if fast is None:
+        from copilot.suggest import suggest_fast
+
+        fast = suggest_fast(rt, case)
+    q: queue.Queue[tuple[str, Any]] = queue.Queue()
+    fast_sug = fast
+
+    def work() -> None:
+        try:
+            q.put(("suggestion", _run(rt, case, fast_sug, on_text=lambda t: q.put(("rationale", t)))))
+        except BaseException as exc:  # surfaced in the consumer's thread
+            q.put(("error", exc))
+
+    threading.Thread(target=work, name="copilot-llm-stream", daemon=True).start()
+    while True:
+        kind, value = q.get()
+        if kind == "error":
+            raise value
+        yield kind, value
+        if kind == "suggestion":
+            return
+
+
+def stream_rationale(rt: Runtime, case: Case, fast: Suggestion | None = None) -> Generator[str, None, Suggestion]:
+    """Yield the rationale as it is generated; the generator's return value is the final Suggestion."""
+    for kind, value in stream_suggestion(rt, case, fast):
+        if kind == "rationale":
+            yield value
+        elif kind == "suggestion":
+            return value  # type: ignore[no-any-return]
+    raise RuntimeError("the stream ended without a suggestion")  # pragma: no cover

@@ -1,0 +1,435 @@
+"""Local GGUF backend: a thin LangChain ``BaseChatModel`` adapter over ``llama_cpp.Llama``.
+
+- Structured output is JSON-schema-constrained decoding: the schema becomes a llama.cpp grammar
+  (llama-cpp-python's JSON-schema converter), so the model can only write an object of that shape (enums included),
+  compact (no optional whitespace). A string schema with ``"x-substring-of": [texts]`` (our extension) only accepts
+  runs of whole words of one of those texts: evidence quotes are then taken from the case by construction.
+- KV reuse of the fixed instruction prefix: prompts are ``system`` (fixed for a corpus version) then ``user`` (clauses,
+  scores, case last). Before each call the adapter makes sure the KV cache holds the system prefix: either it is still
+  live (llama.cpp reuses the longest common token prefix of consecutive calls on one ``Llama``), or a saved state of it
+  is restored (kept in memory, and on disk under ``prefix_cache_dir`` so a fresh process, e.g. one CLI call, skips it
+  too), or it is evaluated once and saved. Only the per-case suffix is then evaluated. ``prefix_reuse=False`` resets
+  the cache before every call (the benchmark's baseline).
+- Greedy decoding (temperature 0): the same prompt gives the same answer, which the suggestion cache and tests rely on.
+- One call at a time per model (a lock): a ``Llama`` object is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableLambda
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from copilot.llm.base import ChatBackend, LLMError, LLMTimeout, StructuredResult, parse_json_object
+
+log = logging.getLogger(__name__)
+
+MAX_PREFIX_STATES = 4  # in memory
+MAX_PREFIX_FILES = 8  # on disk (each 4 to 40 MB); the oldest go first
+_SPACE_RULE = re.compile(r'^space ::= .*$', re.M)
+_ROLES = {"system": "system", "human": "user", "ai": "assistant", "user": "user", "assistant": "assistant"}
+
+
+def _role(message: BaseMessage) -> str:
+    role = _ROLES.get(message.type)
+    if role is None:
+        raise LLMError(f"message type {message.type!r} is not supported by the llama.cpp adapter")
+    return role
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class LlamaCppChat(BaseChatModel):
+    """Chat over a local GGUF file through llama-cpp-python, with constrained decoding and prefix KV reuse."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model_path: str
+    model_name: str = "local-gguf"
+    n_ctx: int = 4096
+    n_threads: int = 2  # more threads than free cores makes llama.cpp's spin barriers crawl: size it to the cores it gets
+    n_batch: int = 512
+    max_tokens: int = 256
+    prefix_reuse: bool = True
+    prefix_cache_dir: str | None = None
+
+    _llama: Any = PrivateAttr(default=None)
+    _lock: Any = PrivateAttr(default=None)
+    _fmt: Any = PrivateAttr(default=None)
+    _fmt_prefix: Any = PrivateAttr(default=None)
+    _states: Any = PrivateAttr(default=None)
+    _grammars: Any = PrivateAttr(default=None)
+    _warmed: Any = PrivateAttr(default=None)
+    _state_salt: str = PrivateAttr(default="")
+
+    def model_post_init(self, context: Any, /) -> None:
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._llama = llama_cpp.Llama(
+            model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads, n_threads_batch=self.n_threads,
+            n_batch=self.n_batch, verbose=False,
+        )
+        template = self._llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise LLMError(f"{self.model_path} has no chat template in its metadata")
+        model = self._llama._model
+        eos = model.token_get_text(self._llama.token_eos()) if self._llama.token_eos() != -1 else ""
+        bos = model.token_get_text(self._llama.token_bos()) if self._llama.token_bos() != -1 else ""
+        self._fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
+        self._fmt_prefix = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=False)
+        self._lock = threading.Lock()
+        self._states = OrderedDict()
+        self._grammars = {}
+        self._warmed = set()
+        self._state_salt = f"{self.model_name}|{llama_cpp.__version__}|{self.n_ctx}|{self.n_batch}"
+
+    @property
+    def _llm_type(self) -> str:
+        return "llamacpp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "n_ctx": self.n_ctx, "n_threads": self.n_threads}
+
+    # ---- prompt and prefix ------------------------------------------------------------------------------------------
+    def _tokenize(self, text: str) -> list[int]:
+        return list(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def tokenize_messages(self, messages: list[BaseMessage]) -> tuple[list[int], int]:
+        """Prompt tokens and the length of the fixed prefix (the leading system message) within them."""
+        msgs = [{"role": _role(m), "content": str(m.content)} for m in messages]
+        tokens = self._tokenize(self._fmt(messages=msgs).prompt)
+        prefix_len = 0
+        if msgs and msgs[0]["role"] == "system" and len(msgs) > 1:
+            prefix_tokens = self._tokenize(self._fmt_prefix(messages=msgs[:1]).prompt)
+            prefix_len = _common_prefix(prefix_tokens, tokens)
+            if prefix_len < len(prefix_tokens):  # a token merged across the boundary: reuse what does match
+                log.debug("system prefix tokenises differently inside the prompt (%d of %d match)", prefix_len, len(prefix_tokens))
+        return tokens, prefix_len
+
+    def _snapshot(self) -> bytes:
+        import llama_cpp
+
+        ctx = self._llama.ctx
+        size = llama_cpp.llama_state_get_size(ctx)
+        buf = (ctypes.c_uint8 * int(size))()
+        n = llama_cpp.llama_state_get_data(ctx, buf, size)
+        return bytes(memoryview(buf)[: int(n)])
+
+    def _restore(self, data: bytes, tokens: list[int]) -> None:
+        import llama_cpp
+
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if llama_cpp.llama_state_set_data(self._llama.ctx, buf, len(data)) != len(data):
+            raise LLMError("could not restore the cached prompt prefix state")
+        llama = self._llama
+        llama.input_ids[: len(tokens)] = tokens
+        llama.n_tokens = len(tokens)
+        llama._requires_eval = True
+
+    def _state_file(self, key: str) -> Path | None:
+        if not self.prefix_cache_dir:
+            return None
+        return Path(self.prefix_cache_dir) / f"prefix-{key}.kv"
+
+    def _prepare_prefix(self, tokens: list[int], prefix_len: int) -> int:
+        """Put the fixed prefix into the KV cache; return how many prompt tokens need no evaluation."""
+        llama = self._llama
+        if not self.prefix_reuse:
+            llama.reset()
+            return 0
+        live = _common_prefix(llama._input_ids.tolist(), tokens)
+        if prefix_len == 0 or live >= prefix_len:
+            return min(live, len(tokens) - 1)
+        prefix = tokens[:prefix_len]
+        key = hashlib.sha256(self._state_salt.encode() + json.dumps(prefix).encode()).hexdigest()[:20]
+        data = self._states.get(key)
+        path = self._state_file(key)
+        if data is None and path is not None and path.is_file():
+            try:
+                data = path.read_bytes()
+                os.utime(path)  # recently used: pruned last
+            except OSError:
+                data = None
+        if data is not None:
+            try:
+                self._restore(data, prefix)
+                self._remember(key, data)
+                return prefix_len
+            except LLMError:
+                log.warning("cached prefix state %s unusable; evaluating the prefix again", key)
+        llama.reset()
+        llama.eval(prefix)
+        data = self._snapshot()
+        self._remember(key, data)
+        if path is not None:
+            _write_atomically(path, data)
+            _prune(path.parent, keep=MAX_PREFIX_FILES)
+        return 0
+
+    def _remember(self, key: str, data: bytes) -> None:
+        self._states[key] = data
+        self._states.move_to_end(key)
+        while len(self._states) > MAX_PREFIX_STATES:
+            self._states.popitem(last=False)
+
+    def warm_prefix(self, system_text: str) -> None:
+        """Evaluate (or restore) the KV state of a system prompt ahead of the first request."""
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        if system_text in self._warmed:  # cheap after the first time: no waiting for the lock behind a running call
+            return
+        with self._lock:
+            tokens, prefix_len = self.tokenize_messages([SystemMessage(system_text), HumanMessage("x")])
+            self._prepare_prefix(tokens, prefix_len)
+            self._warmed.add(system_text)
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        """The llama.cpp grammar of a JSON schema, properties in schema order, without optional whitespace
+        (compact JSON is fewer tokens to generate)."""
+        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        key = json.dumps(schema)  # not sort_keys: the property order is the generation order (reasoning first)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            if len(self._grammars) > 64:
+                self._grammars.clear()
+            plain, substrings = _extract_substring_fields(schema)
+            gbnf = _SPACE_RULE.sub('space ::= ""', json_schema_to_gbnf(json.dumps(plain)))
+            for i, texts in enumerate(substrings):
+                marker = f'"\\"{_SUBSTR_MARK}{i}\\""'
+                if marker not in gbnf:
+                    raise LLMError(f"could not place the quote grammar for field {i} (llama-cpp-python's converter changed?)")
+                rules = substring_rules(f"quote{i}", texts)
+                gbnf = gbnf.replace(marker, f'"\\"" quote{i} "\\""') + "\n" + rules
+            grammar = self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
+        return grammar
+
+    # ---- generation ---------------------------------------------------------------------------------------------
+    def iter_text(
+        self, messages: list[BaseMessage], *, json_schema: dict[str, Any] | None = None, max_tokens: int | None = None,
+        deadline: float | None = None, stats: dict[str, Any] | None = None,
+    ) -> Iterator[str]:
+        """Generate, yielding text as it is decoded; fills ``stats`` with token counts and the first-token time."""
+        import llama_cpp
+
+        stats = stats if stats is not None else {}
+        t0 = time.perf_counter()
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            raise LLMTimeout("timed out waiting for the local model (another request holds it)")
+        try:
+            tokens, prefix_len = self.tokenize_messages(messages)
+            budget = min(max_tokens or self.max_tokens, self.n_ctx - len(tokens) - 1)
+            if budget <= 0:
+                raise LLMError(f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}")
+            cached = self._prepare_prefix(tokens, prefix_len)
+            stats.update(prompt_tokens=len(tokens), cached_tokens=cached, completion_tokens=0, finish_reason="stop")
+            grammar = self._grammar(json_schema) if json_schema is not None else None
+            llama = self._llama
+            vocab = llama._model.vocab
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            n = 0
+            for tok in llama.generate(tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, grammar=grammar):
+                if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                    break
+                n += 1
+                stats["completion_tokens"] = n
+                if n == 1:
+                    stats["first_token_s"] = time.perf_counter() - t0
+                piece = decoder.decode(llama.detokenize([tok]))
+                if piece:
+                    yield piece
+                if n >= budget:
+                    stats["finish_reason"] = "length"
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    stats["finish_reason"] = "timeout"
+                    raise LLMTimeout(
+                        f"generation passed the deadline after {n} tokens (COPILOT_LLM_TIMEOUT_S)",
+                        prompt_tokens=len(tokens), completion_tokens=n,
+                    )
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+        finally:
+            self._lock.release()
+
+    def _usage(self, stats: dict[str, Any]) -> dict[str, Any]:
+        p, c = int(stats.get("prompt_tokens", 0)), int(stats.get("completion_tokens", 0))
+        return {"input_tokens": p, "output_tokens": c, "total_tokens": p + c, "input_token_details": {"cache_read": int(stats.get("cached_tokens", 0))}}
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        stats: dict[str, Any] = {}
+        text = "".join(self.iter_text(messages, stats=stats, **_call_kwargs(kwargs)))
+        msg = AIMessage(content=text, usage_metadata=self._usage(stats), response_metadata={"finish_reason": stats.get("finish_reason"), "model_name": self.model_name})  # type: ignore[arg-type]
+        return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    def _stream(
+        self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        stats: dict[str, Any] = {}
+        for piece in self.iter_text(messages, stats=stats, **_call_kwargs(kwargs)):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=self._usage(stats)))  # type: ignore[arg-type]
+
+    def with_structured_output(self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any) -> Runnable:  # type: ignore[override]
+        """JSON-schema-constrained decoding; returns the dict (JSON schema given) or the pydantic object."""
+        if isinstance(schema, dict):
+            json_schema, validate = schema, (lambda d: d)
+        elif isinstance(schema, type) and issubclass(schema, BaseModel):
+            json_schema, validate = schema.model_json_schema(), schema.model_validate
+        else:
+            raise TypeError("schema must be a JSON schema dict or a pydantic model class")
+        bound = self.bind(json_schema=json_schema)
+
+        def finish(message: AIMessage) -> Any:
+            data, error = parse_json_object(str(message.content))
+            parsed: Any = None
+            parse_error: Exception | None = None
+            if data is None:
+                parse_error = LLMError(error or "no JSON object")
+            else:
+                try:
+                    parsed = validate(data)
+                except Exception as exc:
+                    parse_error = exc
+            if include_raw:
+                return {"raw": message, "parsed": parsed, "parsing_error": parse_error}
+            if parse_error is not None:
+                raise parse_error
+            return parsed
+
+        return bound | RunnableLambda(finish)
+
+
+_SUBSTR_MARK = "__copilot_substring_"
+# Quotes are at most this many words; at most this many start words per text are offered (long cases: the first ones).
+QUOTE_MAX_WORDS = 10
+QUOTE_MAX_STARTS = 400
+
+
+def _extract_substring_fields(schema: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]]:
+    """Replace string schemas carrying ``x-substring-of`` (a list of texts) by a marker enum the grammar step swaps
+    for a rule that only accepts runs of whole words of one of those texts."""
+    found: list[list[str]] = []
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "x-substring-of" in node:
+                found.append(list(node["x-substring-of"]))
+                return {"type": "string", "enum": [f"{_SUBSTR_MARK}{len(found) - 1}"]}
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema), found
+
+
+def _gbnf_literal(text: str) -> str:
+    """A GBNF string literal matching ``text`` as it appears inside a JSON string."""
+    body = json.dumps(text, ensure_ascii=False)[1:-1]
+    return '"' + body.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def substring_rules(name: str, texts: list[str]) -> str:
+    """GBNF rules: ``name`` matches 1..QUOTE_MAX_WORDS consecutive whitespace-separated words of one of the texts,
+    joined by single spaces (so a constrained model can only quote the case)."""
+    alts, rules, n = [], [], 0
+    for text in texts:
+        words = text.split()
+        for i in range(min(len(words), QUOTE_MAX_STARTS)):
+            run = words[i:i + QUOTE_MAX_WORDS]
+            expr = ""
+            for w in reversed(run[1:]):
+                expr = f"({_gbnf_literal(' ' + w)} {expr})?" if expr else f"({_gbnf_literal(' ' + w)})?"
+            rules.append(f"{name}-{n} ::= {_gbnf_literal(run[0])} {expr}".rstrip())
+            alts.append(f"{name}-{n}")
+            n += 1
+    if not alts:
+        return f'{name} ::= "-"'
+    return f"{name} ::= " + " | ".join(alts) + "\n" + "\n".join(rules)
+
+
+def _call_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: kwargs[k] for k in ("json_schema", "max_tokens", "deadline") if k in kwargs}
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only data dir only costs speed
+        log.warning("could not save the prefix KV state to %s: %s", path, exc)
+
+
+def _prune(folder: Path, keep: int) -> None:
+    files = sorted(folder.glob("prefix-*.kv"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
+
+
+class LlamaCppBackend(ChatBackend):
+    """The chains' view of a LlamaCppChat: one constrained call, streamed."""
+
+    def _structured(
+        self, messages: list[BaseMessage], schema: dict[str, Any], *, max_tokens: int, deadline: float,
+        on_text: Callable[[str], None] | None,
+    ) -> StructuredResult:
+        chat: LlamaCppChat = self.chat
+        stats: dict[str, Any] = {}
+        parts: list[str] = []
+        for piece in chat.iter_text(messages, json_schema=schema, max_tokens=max_tokens, deadline=deadline, stats=stats):
+            parts.append(piece)
+            if on_text is not None:
+                on_text(piece)
+        raw = "".join(parts)
+        data, error = parse_json_object(raw)
+        if error and stats.get("finish_reason") == "length":
+            error += f" (cut off at the token budget of {max_tokens})"
+        return StructuredResult(
+            data=data, raw=raw, error=error, prompt_tokens=int(stats.get("prompt_tokens", 0)),
+            completion_tokens=int(stats.get("completion_tokens", 0)), cached_tokens=int(stats.get("cached_tokens", 0)),
+            first_token_s=stats.get("first_token_s"),
+        )
+
+    def warm_prefix(self, system_text: str) -> None:
+        self.chat.warm_prefix(system_text)
