@@ -35,14 +35,7 @@ async def suggest_case(request: Request, case: Case, mode: str) -> Suggestion:
     probs = await score_texts(request, [case.text()])
     scored = core._scored(rt, probs[0])
     fast = await asyncio.to_thread(core.suggest_fast, rt, case, scored)
-    sug = fast
-    if mode == "full" or (mode == "auto" and fast.abstained):
-        if rt.settings.llm_backend == "none":
-            if mode == "full":
-                fast.fallback_reason = "no LLM configured (COPILOT_LLM_BACKEND=none)"
-        else:
-            from copilot.llm.chain import suggest_full
-
-            sug = await asyncio.wait_for(asyncio.to_thread(suggest_full, rt, case, fast), rt.settings.request_timeout_s)
+    # The LLM chain enforces its own budget and falls back; this outer bound only guards against a hung backend.
+    sug = await asyncio.wait_for(asyncio.to_thread(core.route, rt, case, fast, mode), rt.settings.request_timeout_s)
     record_suggestion(sug.labels, sug.path, sug.abstained, sug.prompt_tokens, sug.completion_tokens)
     return sug

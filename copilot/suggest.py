@@ -128,10 +128,9 @@ def _strictest(actions: list[Action]) -> Action:
     return min(actions, key=ACTION_SEVERITY.index)
 
 
-def suggest(rt: Runtime, case: Case, mode: str = "auto") -> Suggestion:
-    """Route a case: fast path when confident, the LLM chain when uncertain (auto) or asked for (full)."""
-    validate_case(case, rt.settings)
-    fast = suggest_fast(rt, case)
+def route(rt: Runtime, case: Case, fast: Suggestion, mode: str) -> Suggestion:
+    """Given the fast suggestion, decide the path: keep it when fast is asked for or it is confident (auto); otherwise
+    run the LLM chain, or say why the fast suggestion stands when no LLM is configured."""
     if mode == "fast" or (mode == "auto" and not fast.abstained):
         return fast
     if rt.settings.llm_backend == "none":
@@ -143,3 +142,9 @@ def suggest(rt: Runtime, case: Case, mode: str = "auto") -> Suggestion:
     except ImportError as exc:  # pragma: no cover - the chain module is part of the package
         raise ComponentMissing(f"llm chain: {exc}") from exc
     return suggest_full(rt, case, fast)
+
+
+def suggest(rt: Runtime, case: Case, mode: str = "auto") -> Suggestion:
+    """Route a case: fast path when confident, the LLM chain when uncertain (auto) or asked for (full)."""
+    validate_case(case, rt.settings)
+    return route(rt, case, suggest_fast(rt, case), mode)

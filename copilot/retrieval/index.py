@@ -49,13 +49,16 @@ class BuildReport:
 
 
 class PolicyIndex:
-    def __init__(self, corpus: Corpus, embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray, manifest: dict) -> None:
+    def __init__(self, corpus: Corpus, embedder: Embedder, chunks: list[Chunk], vectors: np.ndarray, manifest: dict,
+                 dense: faiss.Index | None = None) -> None:
         self.corpus = corpus
         self.embedder = embedder
         self.chunks = chunks
         self.manifest = manifest
-        self.dense = faiss.IndexFlatIP(vectors.shape[1])
-        self.dense.add(vectors)
+        if dense is None:
+            dense = faiss.IndexFlatIP(vectors.shape[1])
+            dense.add(vectors)
+        self.dense = dense
         # The clause chunk's vector per clause, so callers can compare a case to a clause without re-embedding it.
         self.clause_vectors = {c.clause_id: vectors[i] for i, c in enumerate(chunks) if c.kind == "clause"}
         self.bm25 = bm25s.BM25()
@@ -90,6 +93,14 @@ class PolicyIndex:
             vecs_new = _encode_with_progress(embedder, [c.text for c in todo], progress)
             old.update({c.key: v for c, v in zip(todo, vecs_new, strict=True)})
         vectors = np.stack([old[c.key] for c in chunks]).astype(np.float32)
+        dense = None
+        if fresh:
+            try:  # the persisted FAISS index, when it matches the manifest; otherwise rebuilt from the vectors
+                dense = faiss.read_index(str(index_dir / "dense.faiss"))
+                if dense.ntotal != len(chunks):
+                    dense = None
+            except RuntimeError:
+                dense = None
         if not fresh:
             manifest = {
                 "manifest_version": MANIFEST_VERSION,
@@ -102,8 +113,9 @@ class PolicyIndex:
                 "n_chunks": len(chunks),
                 "chunk_keys": [c.key for c in chunks],
             }
-            _write_atomically(index_dir, manifest, chunks, vectors)
-        index = cls(corpus, embedder, chunks, vectors, manifest)
+        index = cls(corpus, embedder, chunks, vectors, manifest, dense)
+        if not fresh:
+            _write_atomically(index_dir, manifest, chunks, vectors, index.dense)
         report = BuildReport(len(chunks), len(todo), len(chunks) - len(todo), time.perf_counter() - t0, rebuilt=not fresh)
         return index, report
 
@@ -174,14 +186,12 @@ def _encode_with_progress(embedder: Embedder, texts: list[str], progress: Callab
     return np.concatenate(out) if out else np.zeros((0, embedder.dim), dtype=np.float32)
 
 
-def _write_atomically(index_dir: Path, manifest: dict, chunks: list[Chunk], vectors: np.ndarray) -> None:
+def _write_atomically(index_dir: Path, manifest: dict, chunks: list[Chunk], vectors: np.ndarray, dense: faiss.Index) -> None:
     """Write to a temp folder then swap, so a crash mid-build never leaves a manifest that lies about its files."""
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = index_dir.with_name(index_dir.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     np.save(tmp / "embeddings.npy", vectors)
-    dense = faiss.IndexFlatIP(vectors.shape[1])
-    dense.add(vectors)
     faiss.write_index(dense, str(tmp / "dense.faiss"))
     with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as f:
         for c in chunks:
