@@ -7,6 +7,7 @@ source_labels.unknown_categories are masked for that row.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,13 +19,17 @@ def _r(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
 
 
-def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, Any]]:
+    """Reliability table: for each non-empty equal-width score bin, its row count, mean score and fraction positive.
+
+    The same bins as expected_calibration_error, so ECE = sum(n / N * |frac_pos - mean_p|) over the table.
+    """
     idx = np.minimum((p * bins).astype(int), bins - 1)
     out = []
     for b in range(bins):
         m = idx == b
         if m.any():
-            out.append({"bin": b, "n": int(m.sum()), "mean_p": float(p[m].mean()), "frac_pos": float(y[m].mean())})
+            out.append({"bin": b, "n": int(m.sum()), "mean_p": _r(p[m].mean()), "frac_pos": _r(y[m].mean())})
     return out
 
 
@@ -38,8 +43,12 @@ def pr_curve(y: np.ndarray, s: np.ndarray, points: int = 50) -> list[tuple[float
     return [(float(rec[i]), float(prec[i])) for i in range(0, len(yy), step)]
 
 
-def label_metrics(Y: np.ndarray, S: np.ndarray, P: np.ndarray, M: np.ndarray, labels: list[str]) -> dict[str, Any]:
-    """Y gold 0/1, S scores, P predicted 0/1, M mask (1 = annotated); all (n, L)."""
+def label_metrics(Y: np.ndarray, S: np.ndarray, P: np.ndarray, M: np.ndarray, labels: list[str], calibration: bool = True) -> dict[str, Any]:
+    """Y gold 0/1, S scores, P predicted 0/1, M mask (1 = annotated); all (n, L).
+
+    Each label gets ECE and, with calibration, its reliability table, both over the rows that annotate it.
+    calibration=False skips the tables (bootstrap resamples and slices only need the summary figures).
+    """
     per: dict[str, Any] = {}
     tp = fp = fn = 0.0
     for k, label in enumerate(labels):
@@ -48,12 +57,14 @@ def label_metrics(Y: np.ndarray, S: np.ndarray, P: np.ndarray, M: np.ndarray, la
         p_, r_, f_ = prf(y, pr)
         per[label] = {"support": int(y.sum()), "n": int(m.sum()), "precision": _r(p_), "recall": _r(r_), "f1": _r(f_),
                       "auprc": _r(average_precision(y, s)), "roc_auc": _r(roc_auc(y, s)), "ece": _r(expected_calibration_error(y, s))}
+        if calibration:
+            per[label]["reliability"] = reliability(y, s)
         tp += float((y.astype(bool) & pr).sum())
         fp += float((~y.astype(bool) & pr).sum())
         fn += float((y.astype(bool) & ~pr).sum())
     with_support = [v for v in per.values() if v["support"] > 0]
-    macro = {k: _r(float(np.mean([v[k] for v in with_support if v[k] is not None]))) if with_support else None
-             for k in ("precision", "recall", "f1", "auprc", "roc_auc")}
+    defined = {k: [v[k] for v in with_support if v[k] is not None] for k in ("precision", "recall", "f1", "auprc", "roc_auc")}
+    macro = {k: _r(float(np.mean(vals))) if vals else None for k, vals in defined.items()}
     micro_p = tp / (tp + fp) if tp + fp else 0.0
     micro_r = tp / (tp + fn) if tp + fn else 0.0
     micro = {"precision": _r(micro_p), "recall": _r(micro_r), "f1": _r(2 * micro_p * micro_r / (micro_p + micro_r) if micro_p + micro_r else 0.0)}
@@ -95,8 +106,8 @@ def latency(ms: list[float]) -> dict[str, float | None]:
     return {"p50": _r(np.percentile(a, 50)), "p95": _r(np.percentile(a, 95)), "p99": _r(np.percentile(a, 99)), "mean": _r(a.mean())}
 
 
-def bootstrap_ci(fn, n: int, rounds: int = 500, seed: int = 7) -> tuple[float | None, float | None]:  # type: ignore[no-untyped-def]
-    """95 % percentile interval of fn(idx) over bootstrap resamples of row indices."""
+def bootstrap_ci(fn: Callable[[np.ndarray], float | None], n: int, rounds: int = 500, seed: int = 7) -> tuple[float | None, float | None]:
+    """95 % percentile interval of fn(idx) over bootstrap resamples of row indices; resamples where fn is None or NaN are skipped."""
     rng = np.random.default_rng(seed)
     vals = []
     for _ in range(rounds):

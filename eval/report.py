@@ -34,10 +34,11 @@ def markdown(m: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _svg_lines(series: dict[str, list[tuple[float, float]]], title: str, xl: str, yl: str, diagonal: bool = False) -> str:
-    w, h, pad = 360, 280, 40
+def _svg_lines(series: dict[str, list[tuple[float, float]]], title: str, xl: str, yl: str, diagonal: bool = False,
+               size: tuple[int, int, int] = (360, 280, 40), legend: bool = True) -> str:
+    w, h, pad = size
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{html.escape(title)}">',
-             f'<text x="{w / 2}" y="16" text-anchor="middle" font-size="13">{html.escape(title)}</text>',
+             f'<text x="{w / 2}" y="16" text-anchor="middle" font-size="{13 if w >= 300 else 11}">{html.escape(title)}</text>',
              f'<rect x="{pad}" y="{pad}" width="{w - 2 * pad}" height="{h - 2 * pad}" fill="none" stroke="#999"/>',
              f'<text x="{w / 2}" y="{h - 8}" text-anchor="middle" font-size="11">{xl}</text>',
              f'<text x="12" y="{h / 2}" font-size="11" transform="rotate(-90 12 {h / 2})" text-anchor="middle">{yl}</text>']
@@ -50,7 +51,8 @@ def _svg_lines(series: dict[str, list[tuple[float, float]]], title: str, xl: str
     for i, (name, pts) in enumerate(series.items()):
         c = COLORS[i % len(COLORS)]
         parts.append(f'<polyline points="{" ".join(xy(x, y) for x, y in pts)}" stroke="{c}" fill="none" stroke-width="1.5"><title>{html.escape(name)}</title></polyline>')
-        parts.append(f'<text x="{w - pad + 2}" y="{pad + 12 * i}" font-size="9" fill="{c}">{html.escape(name[:14])}</text>')
+        if legend:
+            parts.append(f'<text x="{w - pad + 2}" y="{pad + 12 * i}" font-size="9" fill="{c}">{html.escape(name[:14])}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -76,6 +78,20 @@ def _heatmap(conf: dict[str, Any]) -> str:
     return f'<table class="heat"><tr><th>gold \\ predicted</th>{head}</tr>{"".join(rows)}</table>'
 
 
+MIN_SUPPORT_RELIABILITY = 5  # a label needs this many positives for its reliability diagram to say anything
+
+
+def _label_reliability(m: dict[str, Any]) -> str:
+    """Small multiples: one reliability diagram per label with enough positives (masked rows already excluded)."""
+    plots = [_svg_lines({l: [(b["mean_p"], b["frac_pos"]) for b in v["reliability"]]}, f"{l} (ECE {_fmt(v['ece'])})", "mean predicted",
+                        "fraction positive", diagonal=True, size=(220, 200, 30), legend=False)
+             for l, v in m["labels"].items() if v.get("reliability") and v["support"] >= MIN_SUPPORT_RELIABILITY]
+    if not plots:
+        return ""
+    return (f"<h2>Reliability per label</h2><p>Labels with at least {MIN_SUPPORT_RELIABILITY} positives; 10 equal-width score bins over "
+            f"the rows that annotate the label; the dashed diagonal is perfect calibration.</p><div class='plots'>{''.join(plots)}</div>")
+
+
 def html_report(m: dict[str, Any]) -> str:
     rel = m["flagged"].get("reliability", [])
     plots = [
@@ -90,7 +106,7 @@ def html_report(m: dict[str, Any]) -> str:
              "td,th{border:1px solid #ddd;padding:3px 6px;font-size:13px}.plots{display:flex;flex-wrap:wrap;gap:12px}"
              ".heat td{text-align:center;min-width:22px}.rot{height:110px;white-space:nowrap}.rot div{transform:rotate(-60deg);width:20px}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Evaluation report</title><style>{style}</style></head><body>"
-            f"{body}<h2>Plots</h2><div class='plots'>{''.join(plots)}</div><h2>Label confusion</h2>{_heatmap(m['confusion'])}"
+            f"{body}<h2>Plots</h2><div class='plots'>{''.join(plots)}</div>{_label_reliability(m)}<h2>Label confusion</h2>{_heatmap(m['confusion'])}"
             f"<details><summary>metrics.json</summary><pre>{html.escape(json.dumps(m['run'], indent=2))}</pre></details></body></html>")
 
 

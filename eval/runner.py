@@ -107,7 +107,7 @@ def compute(rt: Runtime, rows: list[DatasetRow], preds: list[dict], labels: list
     n = int(keep.sum())
     Yk, Sk, Pk, Mk = Y[keep], S[keep], P[keep], M[keep]
     res["ci95"] = {
-        "macro_f1": EM.bootstrap_ci(lambda idx: EM.label_metrics(Yk[idx], Sk[idx], Pk[idx], Mk[idx], labels)["macro"]["f1"], n, rounds=200),
+        "macro_f1": EM.bootstrap_ci(lambda idx: EM.label_metrics(Yk[idx], Sk[idx], Pk[idx], Mk[idx], labels, calibration=False)["macro"]["f1"], n, rounds=200),
         "flagged_auprc": EM.bootstrap_ci(lambda idx: EM.flagged_metrics(Yk[idx], Sk[idx], Pk[idx], Mk[idx])["auprc"], n, rounds=200),
     } if n else {}
     gold_clauses = [(r.source_labels or {}).get("gold_clauses") for r in rows]
@@ -148,7 +148,7 @@ def slices(rows: list[DatasetRow], preds: list[dict], labels: list[str], fields:
         for v, idx in sorted(vals.items()):
             ix = np.array(idx)
             fm = EM.flagged_metrics(Y[ix], S[ix], P[ix], M[ix])
-            lm = EM.label_metrics(Y[ix], S[ix], P[ix], M[ix], labels)
+            lm = EM.label_metrics(Y[ix], S[ix], P[ix], M[ix], labels, calibration=False)
             out[field][v] = {"n": len(ix), "macro_f1": lm["macro"]["f1"], "flagged_f1": fm["f1"], "flagged_auprc": fm["auprc"],
                              "fpr_clean": fm["false_positive_rate_on_clean"], "abstention": round(float(np.mean([preds[i]["abstained"] for i in ix])), 3)}
     return out

@@ -27,8 +27,12 @@ def test_cli_eval_run_writes_predictions_metrics_and_reports(settings: Settings,
     m = json.loads((out / "metrics.json").read_text())
     assert m["run"]["rows"] == 12 and m["run"]["corpus_version"] and m["invented_clause_ids"] == 0
     assert "spam" in m["labels"] and "hard_kind" in m["slices"]
+    spam = m["labels"]["spam"]
+    assert spam["support"] >= 5 and spam["ece"] is not None and sum(b["n"] for b in spam["reliability"]) == spam["n"]
     html = (out / "report.html").read_text()
     assert html.count("<svg") >= 3 and "Label confusion" in html
+    # per-label reliability small multiples: spam has 5 positives in these 12 rows, the other labels none
+    assert "Reliability per label" in html and f"spam (ECE {spam['ece']:.3f})" in html and "hate (ECE" not in html
     assert "| label | support |" in (out / "report.md").read_text()
 
 
