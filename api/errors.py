@@ -10,28 +10,54 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from copilot.errors import CopilotError
+from copilot.errors import Conflict, CopilotError
 from copilot.logging_setup import request_id_var
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://moderation-copilot.local/problems/"
 
 
-def problem(status: int, code: str, title: str, detail: str, request: Request, **extra: Any) -> JSONResponse:
-    body = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail, "instance": request.url.path,
+class LLMNotConfigured(Conflict):
+    """The service runs without an LLM on purpose (COPILOT_LLM_BACKEND=none): an LLM-only operation conflicts with that
+    configuration. 409, not 503: retrying will not help (readiness reports the LLM as not_configured, not missing)."""
+
+    code, title = "llm_not_configured", "No LLM configured"
+
+
+class StreamTimeout(CopilotError):
+    code, status, title, safe = "timeout", 504, "Timed out", True
+
+
+def problem_body(status: int, code: str, title: str, detail: str, request: Request, **extra: Any) -> dict[str, Any]:
+    return {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail, "instance": request.url.path,
             "code": code, "request_id": request_id_var.get(), **extra}
+
+
+def problem(status: int, code: str, title: str, detail: str, request: Request, **extra: Any) -> JSONResponse:
+    body = problem_body(status, code, title, detail, request, **extra)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def problem_of(exc: Exception, request: Request) -> dict[str, Any]:
+    """The problem-details body for an error, as the handlers below would send it (for errors inside a stream, after
+    the status line has gone out)."""
+    if isinstance(exc, CopilotError):
+        if exc.status >= 500 and not exc.safe:
+            log.error("internal error: %s", exc.detail)
+        detail = exc.detail if exc.safe else "internal error; see the server log with this request id"
+        extra = {k: v for k, v in exc.extra.items() if isinstance(v, (str, int, float, list, dict, type(None)))} if exc.safe else {}
+        return problem_body(exc.status, exc.code, exc.title, detail, request, **extra)
+    log.error("unhandled error", exc_info=exc)
+    return problem_body(500, "internal_error", "Internal error", "internal error; see the server log with this request id", request)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(CopilotError)
     async def _copilot(request: Request, exc: CopilotError) -> JSONResponse:
-        if exc.status >= 500 and not exc.safe:
-            log.error("internal error: %s", exc.detail)
-        detail = exc.detail if exc.safe else "internal error; see the server log with this request id"
-        extra = {k: v for k, v in exc.extra.items() if isinstance(v, (str, int, float, list, dict, type(None)))} if exc.safe else {}
-        return problem(exc.status, exc.code, exc.title, detail, request, **extra)
+        body = problem_of(exc, request)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(body, status_code=exc.status, media_type="application/problem+json", headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
 
+import anyio
 import numpy as np
 from fastapi import Request
 
+from api.errors import StreamTimeout
 from api.metrics import record_suggestion
 from copilot import suggest as core
 from copilot.classifier.batcher import MicroBatcher
@@ -29,13 +35,50 @@ async def score_texts(request: Request, texts: list[str]) -> np.ndarray:
     return await batcher(request).score(texts)
 
 
-async def suggest_case(request: Request, case: Case, mode: str) -> Suggestion:
+async def fast_suggestion(request: Request, case: Case) -> Suggestion:
     rt: Runtime = request.app.state.runtime
     validate_case(case, rt.settings)
     probs = await score_texts(request, [case.text()])
     scored = core._scored(rt, probs[0])
-    fast = await asyncio.to_thread(core.suggest_fast, rt, case, scored)
+    return await asyncio.to_thread(core.suggest_fast, rt, case, scored)
+
+
+async def suggest_case(request: Request, case: Case, mode: str) -> Suggestion:
+    rt: Runtime = request.app.state.runtime
+    fast = await fast_suggestion(request, case)
     # The LLM chain enforces its own budget and falls back; this outer bound only guards against a hung backend.
     sug = await asyncio.wait_for(asyncio.to_thread(core.route, rt, case, fast, mode), rt.settings.request_timeout_s)
     record_suggestion(sug.labels, sug.path, sug.abstained, sug.prompt_tokens, sug.completion_tokens)
     return sug
+
+
+async def stream_full(request: Request, case: Case, fast: Suggestion) -> AsyncIterator[tuple[str, Any]]:
+    """The full path as events: ("rationale", text chunk)* then ("suggestion", Suggestion); errors raise.
+
+    The chain runs in its own worker thread (copilot.llm.chain.stream_suggestion); each wait for its next event is a
+    worker-pool call abandoned on cancellation, so the event loop never blocks. When the consumer stops early (client
+    gone, or past COPILOT_REQUEST_TIMEOUT_S: StreamTimeout), the chain is cancelled and stops at its next token.
+    """
+    from copilot.llm.chain import stream_suggestion  # the LLM stack loads only when streaming is used
+
+    rt: Runtime = request.app.state.runtime
+    cancel = threading.Event()
+    events = stream_suggestion(rt, case, fast, cancel=cancel)
+    deadline = time.monotonic() + rt.settings.request_timeout_s
+    try:
+        while True:
+            try:
+                with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                    item = await anyio.to_thread.run_sync(next, events, None, abandon_on_cancel=True)
+            except TimeoutError:
+                raise StreamTimeout(f"no suggestion within {rt.settings.request_timeout_s:g}s (COPILOT_REQUEST_TIMEOUT_S)") from None
+            if item is None:  # pragma: no cover - the chain's stream always ends with a suggestion or raises
+                raise RuntimeError("the LLM stream ended without a suggestion")
+            kind, value = item
+            if kind == "suggestion":
+                record_suggestion(value.labels, value.path, value.abstained, value.prompt_tokens, value.completion_tokens)
+            yield kind, value
+            if kind == "suggestion":
+                return
+    finally:
+        cancel.set()

@@ -3,6 +3,10 @@
 Components load lazily and at most once; `warm_up()` loads them all (the service calls it in a background thread at
 start so /readyz answers at once and reports 'loading' until they are in). A component that is missing is reported
 with the reason, never replaced by a stand-in.
+
+After the components, `warm_up()` runs the warm-up tasks (WARM_TASKS): with an LLM configured, ``llm_prefix``
+evaluates the fixed instruction prefix of the suggestion prompt once (copilot.llm.chain.warm_up) so that the first
+full-path request does not pay for it. Tasks are reported in readiness as optional entries: they never gate it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("corpus", "index", "classifier", "database")
 OPTIONAL = ("llm",)
+# Work after the components load, reported in readiness as optional entries (never gating it).
+WARM_TASKS = ("llm_prefix",)
 
 
 @dataclass
@@ -41,6 +47,7 @@ class Runtime:
         self._values: dict[str, Any] = {}
         self._errors: dict[str, str] = {}
         self._loading: set[str] = set()
+        self._tasks: dict[str, ComponentStatus] = {}
 
     def _get(self, name: str, factory: Any) -> Any:
         with self._lock:
@@ -121,6 +128,27 @@ class Runtime:
             if name == "llm" and self.settings.llm_backend == "none":
                 continue
             self.try_get(name)
+        if self.settings.llm_backend != "none":
+            self.warm_llm_prefix()
+
+    def warm_llm_prefix(self) -> None:
+        """Evaluate (or restore from disk) the KV state of the suggestion prompt's fixed prefix; report how it went.
+        Outside the components' lock: a request that needs the model meanwhile waits for the model's own lock only."""
+        from copilot.llm.chain import warm_up as warm_prefix  # the chain imports this module
+
+        name = "llm_prefix"
+        self._tasks[name] = ComponentStatus(name, "loading", False, "evaluating the fixed prompt prefix")
+        t0 = time.perf_counter()
+        try:
+            warm_prefix(self)
+        except Exception as exc:  # the full path still works (it warms the prefix on first use), so report and go on
+            detail = exc.detail if isinstance(exc, CopilotError) else f"{type(exc).__name__}: {exc}"
+            self._tasks[name] = ComponentStatus(name, "missing", False, f"prefix not warmed: {detail}")
+            log.warning("LLM prompt prefix not warmed after %.2fs: %s", time.perf_counter() - t0, detail)
+            return
+        seconds = time.perf_counter() - t0
+        self._tasks[name] = ComponentStatus(name, "ready", False, f"warmed in {seconds:.2f}s", version=_version_of("llm", self._values.get("llm")))
+        log.info("warmed the LLM prompt prefix in %.2fs", seconds)
 
     # ---- readiness ----------------------------------------------------------------------------------------------
     def readiness(self) -> list[ComponentStatus]:
@@ -135,6 +163,11 @@ class Runtime:
                 out.append(ComponentStatus(name, "missing", required, self._errors[name]))
             else:
                 out.append(ComponentStatus(name, "loading", required, "not loaded yet"))
+        for name in WARM_TASKS:
+            if self.settings.llm_backend == "none":
+                out.append(ComponentStatus(name, "not_configured", False, "no LLM configured"))
+            else:
+                out.append(self._tasks.get(name) or ComponentStatus(name, "loading", False, "not warmed yet (after the components load)"))
         return out
 
     def model_ids(self) -> dict[str, str]:

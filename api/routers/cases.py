@@ -2,15 +2,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
 from api.deps import AUDIT, MODERATE, READ_CASES, Caller, RuntimeDep, require
+from api.errors import LLMNotConfigured, problem_of
 from api.metrics import DECISIONS
-from api.service import suggest_case
+from api.service import fast_suggestion, stream_full, suggest_case
 from copilot.errors import BatchTooLarge
 from copilot.schema import Case, Decision, DecisionCreate, Suggestion, SuggestMode
 from copilot.store import audit
@@ -162,6 +166,58 @@ async def suggest_stored(case_id: CaseId, request: Request, rt: RuntimeDep, call
     sug = await suggest_case(request, case, mode.value)
     sid = await asyncio.to_thread(_store_suggestion, rt, case_id, sug, caller.name)
     return StoredSuggestion(id=sid, created_at=datetime.now(), suggestion=sug)
+
+
+@dataclass
+class StreamStart:
+    case_id: int
+    case: Case
+    fast: Suggestion
+    caller: Caller
+
+
+async def _start_stream(case_id: CaseId, request: Request, rt: RuntimeDep, caller: Caller = require(*MODERATE)) -> StreamStart:
+    """Everything that can fail before the stream starts, so it fails with a status code (problem details)."""
+    if rt.settings.llm_backend == "none":
+        raise LLMNotConfigured("streaming runs the LLM chain and no LLM backend is configured (COPILOT_LLM_BACKEND=none); "
+                               "POST /v1/cases/{id}/suggest gives the fast-path suggestion")
+
+    def load() -> Case:
+        with rt.database.session() as s:
+            return repo.to_case(repo.get(s, case_id))
+
+    case = await asyncio.to_thread(load)
+    fast = await fast_suggestion(request, case)
+    await asyncio.to_thread(lambda: rt.llm)  # a configured model that does not load is a 503 here, not a fallback
+    return StreamStart(case_id, case, fast, caller)
+
+
+STREAM_DOC = """Server-sent events (text/event-stream) while the LLM chain writes the suggestion:
+
+- `event: rationale`, `data: {"text": "..."}`: the next piece of the model's reasoning, as it is generated;
+- then `event: suggestion`, `data:` the stored suggestion `{id, created_at, suggestion}` (stored and audited like
+  `POST /v1/cases/{id}/suggest?mode=full`; its `rationale` is the authoritative one, after checks and repair), or
+  `event: error`, `data:` problem details, when the chain fails mid-stream.
+
+Lines starting with `:` are keep-alive comments. Errors found before the stream starts are ordinary problem-details
+responses: 409 `llm_not_configured` (COPILOT_LLM_BACKEND=none), 503 `component_missing` (the LLM does not load), 404,
+403. A client that disconnects cancels the chain at its next token; nothing is stored then."""
+
+
+@router.post("/cases/{case_id}/suggest/stream", response_class=EventSourceResponse, summary="Full (LLM) suggestion with the rationale streamed as server-sent events",
+             description=STREAM_DOC, responses={409: {"description": "No LLM configured"}, 503: {"description": "The configured LLM is not available"}})
+async def suggest_stream(start: Annotated[StreamStart, Depends(_start_stream)], request: Request, rt: RuntimeDep) -> AsyncIterator[ServerSentEvent]:
+    try:
+        async for kind, value in stream_full(request, start.case, start.fast):
+            if kind == "rationale":
+                yield ServerSentEvent(event="rationale", data={"text": value})
+            elif kind == "suggestion":
+                sid = await asyncio.to_thread(_store_suggestion, rt, start.case_id, value, start.caller.name)
+                stored = StoredSuggestion(id=sid, created_at=datetime.now(), suggestion=value)
+                yield ServerSentEvent(event="suggestion", data=stored)
+    except Exception as exc:  # the status line has gone out: the error becomes the stream's last event
+        log.warning("suggestion stream for case %s failed: %s", start.case_id, exc)
+        yield ServerSentEvent(event="error", data=problem_of(exc, request))
 
 
 @router.post("/suggest", response_model=Suggestion, summary="Ad hoc suggestion; nothing stored unless store=true")

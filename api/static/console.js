@@ -69,6 +69,52 @@
     return data;
   }
 
+  /** POST to an endpoint that answers with server-sent events and call onEvent(name, data) per event (data is JSON).
+   * fetch() rather than EventSource: it can POST and send the key in a header, never in the URL. Errors before the
+   * stream starts are problem details, thrown as ApiError; an `error` event is passed on like any other. */
+  async function apiStream(path, onEvent, signal) {
+    const headers = { Accept: "text/event-stream" };
+    const key = getKey();
+    if (key) headers.Authorization = `Bearer ${key}`;
+    let resp;
+    try {
+      resp = await fetch(path, { method: "POST", headers, signal });
+    } catch (e) {
+      if (e.name === "AbortError") throw e;
+      throw new ApiError(0, { title: "Network error", detail: `the service did not answer (${e.message})` });
+    }
+    if (!resp.ok) {
+      const text = await resp.text();
+      let data = null;
+      try { data = JSON.parse(text); } catch { data = { detail: text }; }
+      throw new ApiError(resp.status, data);
+    }
+    setAuth(true);
+    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value.replace(/\r\n?/g, "\n");
+      let end;
+      while ((end = buf.indexOf("\n\n")) >= 0) {
+        const frame = buf.slice(0, end);
+        buf = buf.slice(end + 2);
+        let name = "message";
+        const data = [];
+        for (const line of frame.split("\n")) {
+          if (!line || line.startsWith(":")) continue;  // keep-alive comment
+          const colon = line.indexOf(":");
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const v = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (field === "event") name = v;
+          else if (field === "data") data.push(v);
+        }
+        if (data.length) onEvent(name, JSON.parse(data.join("\n")));
+      }
+    }
+  }
+
   // ------------------------------------------------------------------ messages
   function showError(err) {
     let msg;
@@ -143,7 +189,7 @@
   }
 
   // ------------------------------------------------------------------ tabs and keyboard
-  const state = { tab: "queue", queue: [], cursor: null, filters: {}, selected: -1, caseId: null, detail: null };
+  const state = { tab: "queue", queue: [], cursor: null, filters: {}, selected: -1, caseId: null, detail: null, stream: null };
 
   function showTab(name) {
     state.tab = name;
@@ -314,6 +360,7 @@
   // ------------------------------------------------------------------ case view
   async function openCase(id) {
     showTab("case");
+    if (state.stream) { state.stream.abort(); state.stream = null; }  // the server stops the LLM when we leave
     state.caseId = Number(id);
     $("d-result").replaceChildren();
     $("case-clause").hidden = true;
@@ -363,6 +410,8 @@
   }
 
   function renderSuggestion(stored, count) {
+    $("s-rationale").classList.remove("streaming");
+    $("sug-card").dataset.streaming = "false";
     $("s-none").hidden = !!stored;
     $("s-body").hidden = !stored;
     if (!stored) { $("s-which").textContent = ""; return; }
@@ -502,6 +551,57 @@
       renderCase(detail);
     } finally {
       $("btn-resuggest").textContent = "Re-suggest";
+    }
+  }));
+
+  /** Show the suggestion panel as "being written": the rationale fills in as the LLM streams it. */
+  function startStreaming() {
+    $("s-none").hidden = true;
+    $("s-body").hidden = false;
+    $("s-which").textContent = "full path (LLM) · writing…";
+    $("s-escalated").hidden = true;
+    $("s-labels").replaceChildren(h("span", { class: "muted" }, "pending"));
+    $("s-action").replaceChildren(h("span", { class: "muted" }, "pending"));
+    $("s-rationale").textContent = "";
+    $("s-rationale").classList.add("streaming");
+    $("s-rationale").dataset.chunks = "0";
+    $("s-citations").replaceChildren(h("li", { class: "muted" }, "Citations follow the rationale."));
+    $("s-evidence").replaceChildren();
+    $("sug-card").dataset.streaming = "true";
+  }
+
+  function appendRationale(text) {
+    const el = $("s-rationale");
+    el.append(document.createTextNode(text));
+    el.dataset.chunks = String(Number(el.dataset.chunks || 0) + 1);
+  }
+
+  $("btn-full").addEventListener("click", () => run($("btn-full"), async () => {
+    const id = state.caseId;
+    if (state.stream) state.stream.abort();
+    const ctrl = new AbortController();
+    state.stream = ctrl;
+    $("btn-full").textContent = "Streaming…";
+    let final = null;
+    let problem = null;
+    try {
+      startStreaming();
+      await apiStream(`/v1/cases/${id}/suggest/stream`, (name, data) => {
+        if (name === "rationale") appendRationale(data.text);
+        else if (name === "suggestion") final = data;
+        else if (name === "error") problem = data;
+      }, ctrl.signal);
+      if (problem) throw new ApiError(problem.status, problem);
+      if (!final) throw new ApiError(0, { title: "Stream cut", detail: "the stream ended without a suggestion" });
+      const detail = await api("GET", `/v1/cases/${id}`);  // the stored suggestion, rendered like any other
+      if (state.caseId === id) { state.detail = detail; renderCase(detail); }
+    } catch (e) {
+      if (e.name === "AbortError") return;  // another case was opened
+      if (state.caseId === id && state.detail) renderCase(state.detail);  // back to the stored suggestion
+      throw e;
+    } finally {
+      if (state.stream === ctrl) state.stream = null;
+      $("btn-full").textContent = "Full suggestion (LLM)";
     }
   }));
 

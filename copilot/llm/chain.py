@@ -40,7 +40,10 @@ of the cited prohibition clauses of a suggested label, else the strictest of tho
 Streaming: ``stream_suggestion`` yields ("rationale", text) events while the first answer is generated, then one
 ("suggestion", Suggestion) event; ``stream_rationale`` yields only the text and returns the Suggestion as the
 generator's return value. The streamed text is the first answer's reasoning; the Suggestion's ``rationale`` is the
-authoritative one (after repair and with the ensemble's notes).
+authoritative one (after repair and with the ensemble's notes). Setting the ``cancel`` event (or closing the generator)
+stops the chain at the first answer's next token: it falls back (``fallback_reason`` names the cancellation) and the
+worker thread ends. Prompt evaluation, a remote call in flight and the repair call cannot be interrupted; the request's
+deadline (COPILOT_LLM_TIMEOUT_S) bounds them.
 """
 
 from __future__ import annotations
@@ -74,6 +77,12 @@ MAX_PROMPT_CLAUSES = 5
 CACHE_SIZE = 512
 
 OnText = Callable[[str], None]
+
+
+class StreamCancelled(CopilotError):
+    """The consumer of a streamed suggestion went away; raised from the text callback to stop generating."""
+
+    code, title, safe = "stream_cancelled", "Stream cancelled", True
 
 
 # ---- cache ----------------------------------------------------------------------------------------------------------
@@ -369,11 +378,13 @@ def suggest_full(rt: Runtime, case: Case, fast: Suggestion) -> Suggestion:
     return _run(rt, case, fast)
 
 
-def stream_suggestion(rt: Runtime, case: Case, fast: Suggestion | None = None) -> Iterator[tuple[str, Any]]:
+def stream_suggestion(rt: Runtime, case: Case, fast: Suggestion | None = None, cancel: threading.Event | None = None) -> Iterator[tuple[str, Any]]:
     """Events for server-sent events: ("rationale", text chunk)* then ("suggestion", Suggestion).
 
     The chain runs in a worker thread; chunks are yielded as the model writes them. ``fast`` defaults to
-    ``suggest_fast(rt, case)``.
+    ``suggest_fast(rt, case)``. Setting ``cancel``, or closing this generator before its last event, stops the chain at
+    its next token (see the module docstring); a cancelled chain's fallback is still the last event for a consumer that
+    keeps reading.
     """
     if fast is None:
         from copilot.suggest import suggest_fast
@@ -381,21 +392,35 @@ def stream_suggestion(rt: Runtime, case: Case, fast: Suggestion | None = None) -
         fast = suggest_fast(rt, case)
     q: queue.Queue[tuple[str, Any]] = queue.Queue()
     fast_sug = fast
+    stop = cancel if cancel is not None else threading.Event()
+
+    def on_text(text: str) -> None:
+        if stop.is_set():
+            raise StreamCancelled("the stream was cancelled (its consumer went away)")
+        q.put(("rationale", text))
 
     def work() -> None:
         try:
-            q.put(("suggestion", _run(rt, case, fast_sug, on_text=lambda t: q.put(("rationale", t)))))
+            q.put(("suggestion", _run(rt, case, fast_sug, on_text=on_text)))
         except BaseException as exc:  # surfaced in the consumer's thread
             q.put(("error", exc))
 
     threading.Thread(target=work, name="copilot-llm-stream", daemon=True).start()
-    while True:
-        kind, value = q.get()
-        if kind == "error":
-            raise value
-        yield kind, value
-        if kind == "suggestion":
-            return
+    finished = False
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "error":
+                finished = True
+                raise value
+            if kind == "suggestion":
+                finished = True
+            yield kind, value
+            if finished:
+                return
+    finally:
+        if not finished:  # closed early: nobody reads the rest, so stop generating it
+            stop.set()
 
 
 def stream_rationale(rt: Runtime, case: Case, fast: Suggestion | None = None) -> Generator[str, None, Suggestion]:

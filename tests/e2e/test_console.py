@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from conftest import Server
+from conftest import Server, start_server
+
+from copilot.config import Settings
+from copilot.runtime import Runtime
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +46,10 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture()
 def page(browser: Browser, server: Server) -> Iterator[Page]:
+    yield from _page(browser, server)
+
+
+def _page(browser: Browser, server: Server) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
@@ -117,6 +126,15 @@ def test_moderator_works_a_case_end_to_end(page: Page, server: Server, tmp_path:
     expect(clause.get_by_test_id("clause-rule")).not_to_be_empty()
     expect(clause.get_by_test_id("clause-exceptions")).to_be_visible()
 
+    # no LLM on this service: the streamed full suggestion is refused with the service's reason, the stored one stays
+    page.get_by_test_id("full-suggest").click()
+    banner = page.get_by_test_id("error-banner")
+    expect(banner).to_have_attribute("data-status", "409")
+    expect(banner).to_contain_text("COPILOT_LLM_BACKEND=none")
+    expect(page.get_by_test_id("suggestion")).to_have_attribute("data-streaming", "false")
+    expect(page.get_by_test_id("citation").first).to_be_visible()
+    page.get_by_test_id("error-close").click()
+
     # claim, then decide: the labels are pre-filled from the suggestion; make sure the threat label is on
     page.get_by_test_id("claim").click()
     expect(page.get_by_test_id("case-status")).to_have_text("claimed")
@@ -174,3 +192,59 @@ def test_moderator_works_a_case_end_to_end(page: Page, server: Server, tmp_path:
     expect(page.get_by_test_id("auth-state")).to_have_text("key rejected")
     page.screenshot(path=str(tmp_path / "console-401.png"), full_page=True)
     print(f"screenshots in {tmp_path}")
+
+
+@pytest.fixture(scope="module")
+def llm_server(server: Server, settings: Settings) -> Iterator[Server]:
+    """The service with the small SmolLM2 GGUF as its LLM (scripts/install-llm.sh), sharing the session's components."""
+    pytest.importorskip("llama_cpp", reason="run scripts/install-llm.sh")
+    from copilot.llm.models import SMOLLM
+
+    path = SMOLLM.default_path(Settings().data_dir)
+    if not path.is_file():
+        pytest.skip(f"{path} is missing: run scripts/install-llm.sh")
+    rt = Runtime(settings.model_copy(update={"llm_backend": "llamacpp", "llm_model_path": path, "llm_timeout_s": 120.0,
+                                             "llm_max_tokens": 160, "llm_threads": 1, "request_timeout_s": 180.0}))
+    for name in ("corpus", "embedder", "index", "classifier", "database"):
+        rt._values[name] = getattr(server.runtime, name)
+    url, srv, thread = start_server(rt.settings, rt)
+    deadline = time.time() + 180
+    while time.time() < deadline:  # wait until the prefix warm-up is done (or failed)
+        if {c["name"]: c["status"] for c in httpx.get(url + "/readyz").json()["components"]}["llm_prefix"] != "loading":
+            break
+        time.sleep(0.5)
+    yield Server(url, rt, server.keys)
+    srv.should_exit = True  # type: ignore[attr-defined]
+    thread.join(timeout=10)
+
+
+@pytest.fixture()
+def llm_page(browser: Browser, llm_server: Server) -> Iterator[Page]:
+    yield from _page(browser, llm_server)
+
+
+def test_full_suggestion_streams_into_the_case_view(llm_page: Page, llm_server: Server, tmp_path: Path) -> None:
+    page = llm_page
+    with llm_server.client("moderator") as c:
+        case_id = c.post("/v1/cases", json={"caption": "You people are vermin and should be driven out of this town. (console stream)"}).json()["cases"][0]["id"]
+    page.goto(llm_server.url + "/")
+    expect(page.get_by_test_id("status-chip-llm_prefix")).to_have_attribute("data-status", "ready")
+    use_key(page, llm_server.keys["moderator"])
+    page.get_by_test_id("tab-case").click()
+    page.get_by_test_id("case-goto").fill(str(case_id))
+    page.get_by_test_id("case-goto-submit").click()
+    expect(page.get_by_test_id("suggestion-which")).to_contain_text("#")
+    page.get_by_test_id("full-suggest").click()
+    card = page.get_by_test_id("suggestion")
+    # the rationale arrived in pieces, then the stored full suggestion replaced the streamed text
+    expect(card).to_have_attribute("data-streaming", "false")
+    expect(page.get_by_test_id("suggestion-which")).to_contain_text("latest of 2")
+    chunks = int(page.get_by_test_id("rationale").get_attribute("data-chunks") or "0")
+    assert chunks > 0
+    expect(page.get_by_test_id("rationale")).not_to_be_empty()
+    expect(page.get_by_test_id("model-ids")).to_contain_text("smollm2")
+    expect(page.get_by_test_id("suggestion-path")).to_contain_text(re.compile(r"full|fell back"))
+    expect(page.get_by_test_id("error-banner")).to_be_hidden()
+    page.screenshot(path=str(tmp_path / "console-stream.png"), full_page=True)
+    with llm_server.client("moderator") as c:
+        assert len(c.get(f"/v1/cases/{case_id}").json()["suggestions"]) == 2

@@ -27,9 +27,9 @@ def test_health_and_ready(server: Server) -> None:
     r = httpx.get(server.url + "/readyz")
     assert r.status_code == 200
     comps = {c["name"]: c for c in r.json()["components"]}
-    assert set(comps) == {"corpus", "index", "classifier", "database", "llm"}
+    assert set(comps) == {"corpus", "index", "classifier", "database", "llm", "llm_prefix"}
     assert all(comps[n]["status"] == "ready" for n in ("corpus", "index", "classifier", "database"))
-    assert comps["llm"]["status"] == "not_configured"
+    assert comps["llm"]["status"] == "not_configured" and comps["llm_prefix"]["status"] == "not_configured"
     assert r.headers["x-request-id"]
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from copilot.ask import ask
 from copilot.config import Settings
-from copilot.llm.chain import offered_clauses, stream_rationale, suggestion_cache
+from copilot.llm.chain import offered_clauses, stream_rationale, stream_suggestion, suggestion_cache
 from copilot.llm.models import SMOLLM
 from copilot.runtime import Runtime
 from copilot.schema import Case, Suggestion
@@ -229,6 +229,17 @@ def test_rationale_streams_then_returns_the_suggestion(openai_rt: Runtime, fake:
     assert sug.rationale.startswith("".join(chunks))
 
 
+def test_cancelled_stream_falls_back_without_repair(openai_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push(INVALID, INVALID)  # would need a repair call if the stream went on
+    cancel = threading.Event()
+    cancel.set()  # the consumer is gone before the first text arrives
+    events = list(stream_suggestion(openai_rt, Case.from_text(HATE + " (cancelled)"), cancel=cancel))
+    assert [kind for kind, _ in events] == ["suggestion"]
+    sug = events[0][1]
+    assert sug.path == "fast" and "cancelled" in (sug.fallback_reason or "")
+    assert len(fake.requests) == 1
+
+
 def test_ask_llm_path_validates_citations(openai_rt: Runtime, fake: FakeOpenAI) -> None:
     q = "Can someone post a politician's office address?"
     fake.push(lambda body: {"answer": "Yes: public-office addresses may be shared.", "clause_ids": _enum(body)[:1], "covered": True})
@@ -371,3 +382,19 @@ def test_smollm_stream_rationale(smol_rt: Runtime) -> None:
     assert isinstance(sug, Suggestion) and all(isinstance(c, str) for c in chunks)
     if sug.path == "full":
         assert sug.rationale.startswith("".join(chunks).strip()[:20])
+
+
+def _stream_threads() -> int:
+    return sum(t.name == "copilot-llm-stream" for t in threading.enumerate())
+
+
+def test_smollm_closing_the_stream_stops_generation(smol_rt: Runtime) -> None:
+    n_calls = len(smol_rt.llm.history)
+    gen = stream_suggestion(smol_rt, Case.from_text(HATE + " (closed early)"))
+    assert next(gen)[0] == "rationale"
+    gen.close()  # what a server does when its client goes away
+    deadline = time.monotonic() + 30
+    while _stream_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _stream_threads()
+    assert len(smol_rt.llm.history) == n_calls, "the call was cut at its next token (a completed call is recorded)"
