@@ -48,7 +48,7 @@ run: prepare llm
 lint: install
 	$(BIN)/ruff check copilot api eval tests benchmarks
 typecheck: install
-	$(BIN)/mypy copilot api
+	$(BIN)/mypy copilot api eval copilot_cli
 layers: install
 	$(BIN)/lint-imports
 

@@ -24,7 +24,9 @@ class LLMNotConfigured(Conflict):
     code, title = "llm_not_configured", "No LLM configured"
 
 
-class StreamTimeout(CopilotError):
+class SuggestionTimeout(CopilotError):
+    """The suggestion (streamed or not) did not finish within COPILOT_REQUEST_TIMEOUT_S: 504, the caller may retry."""
+
     code, status, title, safe = "timeout", 504, "Timed out", True
 
 

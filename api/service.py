@@ -12,7 +12,7 @@ import anyio
 import numpy as np
 from fastapi import Request
 
-from api.errors import StreamTimeout
+from api.errors import SuggestionTimeout
 from api.metrics import record_suggestion
 from copilot import suggest as core
 from copilot.classifier.batcher import MicroBatcher
@@ -47,7 +47,10 @@ async def suggest_case(request: Request, case: Case, mode: str) -> Suggestion:
     rt: Runtime = request.app.state.runtime
     fast = await fast_suggestion(request, case)
     # The LLM chain enforces its own budget and falls back; this outer bound only guards against a hung backend.
-    sug = await asyncio.wait_for(asyncio.to_thread(core.route, rt, case, fast, mode), rt.settings.request_timeout_s)
+    try:
+        sug = await asyncio.wait_for(asyncio.to_thread(core.route, rt, case, fast, mode), rt.settings.request_timeout_s)
+    except TimeoutError:
+        raise SuggestionTimeout(f"no suggestion within {rt.settings.request_timeout_s:g}s (COPILOT_REQUEST_TIMEOUT_S)") from None
     record_suggestion(sug.labels, sug.path, sug.abstained, sug.prompt_tokens, sug.completion_tokens)
     return sug
 
@@ -57,7 +60,7 @@ async def stream_full(request: Request, case: Case, fast: Suggestion) -> AsyncIt
 
     The chain runs in its own worker thread (copilot.llm.chain.stream_suggestion); each wait for its next event is a
     worker-pool call abandoned on cancellation, so the event loop never blocks. When the consumer stops early (client
-    gone, or past COPILOT_REQUEST_TIMEOUT_S: StreamTimeout), the chain is cancelled and stops at its next token.
+    gone, or past COPILOT_REQUEST_TIMEOUT_S: SuggestionTimeout), the chain is cancelled and stops at its next token.
     """
     from copilot.llm.chain import stream_suggestion  # the LLM stack loads only when streaming is used
 
@@ -71,7 +74,7 @@ async def stream_full(request: Request, case: Case, fast: Suggestion) -> AsyncIt
                 with anyio.fail_after(max(0.0, deadline - time.monotonic())):
                     item = await anyio.to_thread.run_sync(next, events, None, abandon_on_cancel=True)
             except TimeoutError:
-                raise StreamTimeout(f"no suggestion within {rt.settings.request_timeout_s:g}s (COPILOT_REQUEST_TIMEOUT_S)") from None
+                raise SuggestionTimeout(f"no suggestion within {rt.settings.request_timeout_s:g}s (COPILOT_REQUEST_TIMEOUT_S)") from None
             if item is None:  # pragma: no cover - the chain's stream always ends with a suggestion or raises
                 raise RuntimeError("the LLM stream ended without a suggestion")
             kind, value = item

@@ -159,6 +159,28 @@ def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder 
     print(f"embedder fine-tuned on {info['pairs']} pairs in {info['seconds']} s -> {out_dir}")
 
 
+@index_app.command("train-reranker")
+def index_train_reranker(out: Annotated[Path | None, typer.Option(help="Output folder (default: models/reranker).")] = None,
+                         epochs: Annotated[int, typer.Option(help="Passes over the pairs.")] = 3,
+                         lr: Annotated[float, typer.Option(help="AdamW learning rate (the head starts untrained).")] = 1e-4) -> None:
+    """Train the cross-encoder reranker on corpus pairs (example -> its clause, hard negatives from the index).
+
+    The service attaches models/reranker (or COPILOT_RERANKER_DIR) when it exists; measure it first with
+    `copilot eval retrieval --methods hybrid,rerank`.
+    """
+    from copilot.retrieval.embedder import default_embedder_path
+    from copilot.retrieval.rerank import train_reranker
+
+    s = get_settings()
+    out_dir = out or s.models_dir / "reranker"
+    try:
+        rt = _runtime()
+        info = train_reranker(rt.corpus, rt.index, default_embedder_path(), out_dir, epochs=epochs, lr=lr)
+    except CopilotError as exc:
+        fail(exc)
+    print(f"reranker trained on {info['pairs']} pairs in {info['seconds']} s -> {out_dir}")
+
+
 # ---- suggest / classify ---------------------------------------------------------------------------------------------
 @app.command()
 def suggest(text: Annotated[str | None, typer.Argument(help="Case text (or use --case-file).")] = None,
@@ -230,6 +252,62 @@ def train(out_dir: Annotated[Path | None, typer.Option("--out", help="Model fold
         run_training(args)
     except CopilotError as exc:
         fail(exc)
+
+
+@app.command("export-onnx")
+def export_onnx_cmd(model_dir: Annotated[Path | None, typer.Option("--model", help="Model folder (default: models/classifier).")] = None,
+                    max_loss: Annotated[float, typer.Option(help="Keep int8 only if it loses at most this much dev macro-AUPRC.")] = 0.005,
+                    limit: Annotated[int | None, typer.Option(help="Check on the first N dev rows only (default: all).")] = None) -> None:
+    """Export the classifier to ONNX fp32 and int8; keep int8 (model.int8.onnx, used automatically) only if it is as good.
+
+    The check scores the fixed dev split with torch fp32 and ONNX int8 and compares macro-AUPRC; the verdict is in
+    <model>/onnx_report.json. model.onnx (fp32, ~90 MB) stays local (gitignored); the int8 file is small enough to ship.
+    """
+    import numpy as np
+
+    from copilot.classifier.export import export_onnx
+    from copilot.classifier.train import TrainArgs, prepare
+
+    s = get_settings()
+    folder = model_dir or s.classifier_path
+    try:
+        _corpus, _train, dev_rows, *_ = prepare(TrainArgs(out_dir=folder))
+    except CopilotError as exc:
+        fail(exc)
+    dev_rows = dev_rows[:limit] if limit else dev_rows
+    report = export_onnx(folder, [e.text for e in dev_rows], np.stack([e.y for e in dev_rows]), np.stack([e.mask for e in dev_rows]), max_loss)
+    print(json.dumps(report, indent=2))
+
+
+@app.command("export-split")
+def export_split(out: Annotated[Path, typer.Option("--out", help="JSONL file to write (.gz compresses).")],
+                 split: Annotated[str, typer.Option(help="dev (the fixed stratified dev split) or train.")] = "dev",
+                 seed: int = 13) -> None:
+    """Write the classifier's train or dev split as an evaluation dataset (the JSONL contract), reproducibly.
+
+    The dev split is what thresholds and calibration were fitted on: use it for regression checks, and the gold cases
+    (eval/cases/gold) for quality claims. Example: `copilot export-split --out var/dev.jsonl`, then
+    `copilot eval run --dataset var/dev.jsonl --out eval/reports/dev-fast`.
+    """
+    import gzip
+
+    from copilot.classifier import data as D
+    from copilot.classifier.train import TrainArgs, prepare
+
+    if split not in ("dev", "train"):
+        fail(f"--split must be dev or train, not {split!r}", 2)
+    s = get_settings()
+    try:
+        _corpus, train_rows, dev_rows, _held, labels, *_ = prepare(TrainArgs(out_dir=s.classifier_path, seed=seed))
+    except CopilotError as exc:
+        fail(exc)
+    rows = dev_rows if split == "dev" else train_rows
+    out.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if out.suffix == ".gz" else open
+    with opener(out, "wt", encoding="utf-8") as f:  # type: ignore[operator]
+        for row in D.to_dataset_rows(rows, labels):
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"{len(rows)} {split} rows -> {out}")
 
 
 # ---- keys ---------------------------------------------------------------------------------------------------------

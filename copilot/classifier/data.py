@@ -243,3 +243,12 @@ def label_counts(examples: list[Example], labels: list[str]) -> dict[str, dict[s
         tot = np.sum(ys, axis=0) if ys else np.zeros(len(labels))
         out[split] = {l: int(v) for l, v in zip(labels, tot, strict=True)}
     return out
+
+
+def to_dataset_rows(examples: list[Example], labels: list[str]) -> Iterator[dict]:
+    """Examples as rows of the JSONL contract (DESIGN.md): labels a source does not annotate for a row are listed in
+    source_labels.unknown_categories, so evaluation masks them exactly as training did."""
+    for e in examples:
+        unknown = [l for l, m in zip(labels, e.mask, strict=True) if m < 0.5]
+        yield {"id": e.id, "text": e.text, "labels": [l for l, y, m in zip(labels, e.y, e.mask, strict=True) if y > 0.5 and m >= 0.5],
+               "source": e.source, "split": e.split, "source_labels": {"unknown_categories": unknown} if unknown else {}}

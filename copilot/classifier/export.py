@@ -1,6 +1,6 @@
 """Export the classifier to ONNX (fp32) and a dynamically quantised int8 copy, and check what quantisation costs.
 
-    copilot train --export-onnx   (or call export_onnx(folder))
+    copilot export-onnx   (or call export_onnx(folder, ...))
 
 The int8 model is written as model.int8.onnx; inference picks it up automatically (backend "auto") only when
 keep_int8 is true, i.e. when it loses no more than `max_auprc_loss` macro-AUPRC against fp32 on the given texts.

@@ -14,18 +14,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bm25s
 import faiss
 import numpy as np
 
+from copilot.errors import ComponentMissing
 from copilot.policy.corpus import Corpus
 from copilot.retrieval.chunks import Chunk, corpus_chunks
 from copilot.retrieval.embedder import Embedder
 from copilot.schema import SearchHit
 
+if TYPE_CHECKING:
+    from copilot.retrieval.rerank import Reranker
+
 log = logging.getLogger(__name__)
 MANIFEST_VERSION = 2
+METHODS = ("dense", "bm25", "hybrid", "rerank")
 
 try:
     import Stemmer
@@ -63,6 +69,8 @@ class PolicyIndex:
         self.clause_vectors = {c.clause_id: vectors[i] for i, c in enumerate(chunks) if c.kind == "clause"}
         self.bm25 = bm25s.BM25()
         self.bm25.index(_tokenize([c.text for c in chunks]), show_progress=False)
+        self.reranker: Reranker | None = None  # attached by the runtime when a trained cross-encoder is configured
+        self.rerank_depth = 20
 
     # ---- building -------------------------------------------------------------------------------------------
     @classmethod
@@ -132,19 +140,27 @@ class PolicyIndex:
         keep = scores[0] > 0
         return _best_per_clause(self.chunks, ids[0][keep], scores[0][keep])
 
-    def search(self, query: str, k: int = 5, method: str = "hybrid", rrf_k: int = 60, areas: set[str] | None = None,
+    def search(self, query: str, k: int = 5, method: str = "auto", rrf_k: int = 60, areas: set[str] | None = None,
                query_vec: np.ndarray | None = None) -> list[SearchHit]:
-        """Rank clauses for a query. `hybrid` fuses the dense and BM25 rankings by reciprocal rank.
+        """Rank clauses for a query. `hybrid` fuses the dense and BM25 rankings by reciprocal rank; `rerank` reorders the
+        hybrid top `rerank_depth` with the cross-encoder (it never adds clauses the first stage missed).
 
-        Pass `query_vec` when the caller already embedded the query (it is not embedded again)."""
-        if method not in ("dense", "bm25", "hybrid"):
-            raise ValueError(f"unknown retrieval method {method!r} (dense, bm25, hybrid)")
+        `auto` is `rerank` when a reranker is attached, else `hybrid`. Pass `query_vec` when the caller already embedded
+        the query (it is not embedded again)."""
+        if method == "auto":
+            method = "rerank" if self.reranker is not None else "hybrid"
+        if method not in METHODS:
+            raise ValueError(f"unknown retrieval method {method!r} ({', '.join(METHODS)})")
+        if method == "rerank" and self.reranker is None:
+            raise ComponentMissing("reranker: none configured (train one with `copilot index train-reranker`, set COPILOT_RERANKER_DIR)")
         rankings: list[dict[str, float]] = []
-        if method in ("dense", "hybrid"):
+        if method in ("dense", "hybrid", "rerank"):
             rankings.append(self.dense_ranking(query_vec if query_vec is not None else self.embedder.encode([query])[0]))
-        if method in ("bm25", "hybrid"):
+        if method in ("bm25", "hybrid", "rerank"):
             rankings.append(self.bm25_ranking(query))
         fused = rankings[0] if len(rankings) == 1 else rrf(rankings, rrf_k)
+        if method == "rerank" and self.reranker is not None:
+            fused = self._rerank(query, fused, areas)
         hits = []
         for cid, score in sorted(fused.items(), key=lambda kv: -kv[1]):
             clause = self.corpus.clauses[cid]
@@ -154,6 +170,15 @@ class PolicyIndex:
             if len(hits) >= k:
                 break
         return hits
+
+    def _rerank(self, query: str, fused: dict[str, float], areas: set[str] | None) -> dict[str, float]:
+        from copilot.retrieval.rerank import clause_passage
+
+        assert self.reranker is not None
+        top = [cid for cid, _ in sorted(fused.items(), key=lambda kv: -kv[1])
+               if not areas or self.corpus.clauses[cid].area in areas][: self.rerank_depth]
+        scores = self.reranker.scores(query, [clause_passage(self.corpus, cid) for cid in top])
+        return {cid: float(sc) for cid, sc in zip(top, scores, strict=True)}
 
 
 def rrf(rankings: list[dict[str, float]], k: int = 60) -> dict[str, float]:

@@ -69,3 +69,19 @@ def test_policy_ask_abstains_off_topic(settings: Settings) -> None:
     r = copilot("policy", "ask", "what is the boiling point of water at sea level in kelvin", "--json", settings=settings)
     body = json.loads(r.stdout)
     assert body["abstained"] is True and body["citations"] == []
+
+
+def test_export_split_writes_the_dev_split_as_an_eval_dataset(settings: Settings, runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from eval.datasets import read_many
+    from eval.runner import training_overlap
+
+    out = tmp_path / "dev.jsonl.gz"
+    r = copilot("export-split", "--out", str(out), settings=settings)
+    assert r.returncode == 0, r.stderr
+    rows = read_many([out], runtime.corpus.taxonomy)
+    assert f"{len(rows)} dev rows" in r.stdout and len(rows) > 1000
+    assert {row.split for row in rows} == {"dev"}
+    assert training_overlap(runtime, rows) == 0  # the dev split never overlaps what the shipped model trained on
+    masked = [row for row in rows if row.source_labels.get("unknown_categories")]
+    assert masked and all(set(row.labels or []).isdisjoint(row.source_labels["unknown_categories"]) for row in masked)
+    assert copilot("export-split", "--out", str(out), "--split", "test", settings=settings).returncode == 2

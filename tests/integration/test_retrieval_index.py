@@ -51,3 +51,35 @@ def test_search_finds_the_governing_clause(runtime, method: str) -> None:  # typ
     assert any(h.clause_id.startswith("PRV-") for h in hits[:3])
     areas = runtime.index.search("selling pills, dm for the menu", k=3, areas={"illicit"})
     assert all(h.area == "illicit" for h in areas)
+
+
+def test_rerank_is_refused_without_a_trained_reranker(runtime) -> None:  # type: ignore[no-untyped-def]
+    from copilot.errors import ComponentMissing
+
+    assert runtime.index.reranker is None  # none ships: the one trained here did not beat hybrid (RESULTS.md)
+    with pytest.raises(ComponentMissing, match="train-reranker"):
+        runtime.index.search("doxxing", method="rerank")
+    with pytest.raises(ValueError, match="unknown retrieval method"):
+        runtime.index.search("doxxing", method="semantic")
+    # auto falls back to hybrid when no reranker is attached
+    assert runtime.index.search("doxxing", k=3) == runtime.index.search("doxxing", k=3, method="hybrid")
+
+
+def test_reranker_pairs_come_from_the_corpus_with_hard_negatives(runtime) -> None:  # type: ignore[no-untyped-def]
+    from copilot.retrieval.rerank import clause_passage, training_pairs
+
+    corpus = runtime.corpus
+    pairs = training_pairs(corpus, runtime.index, negatives=2)
+    passages = {clause_passage(corpus, c.id): c.id for c in corpus.active}
+    positives = {(q, passages[p]) for q, p, y in pairs if y == 1.0}
+    negatives = [(q, passages[p]) for q, p, y in pairs if y == 0.0]
+    assert len(positives) >= len(corpus.active)  # every clause summary at least, plus the examples
+    gold = dict(positives)
+    assert all(cid != gold[q] for q, cid in negatives)  # a negative is never the query's own clause
+    # hard negatives: most come from the same area as the gold clause (the confusable neighbours)
+    same_area = sum(corpus.clauses[cid].area == corpus.clauses[gold[q]].area for q, cid in negatives)
+    assert same_area / len(negatives) > 0.3
+    # retrieval queries never enter training
+    from eval.retrieval_eval import load_queries
+
+    assert not {q.query for q in load_queries()} & {q for q, _, _ in pairs}
