@@ -325,3 +325,34 @@ def keys_create(role: Annotated[str, typer.Option(help="moderator | policy | aud
     except CopilotError as exc:
         fail(exc)
     print(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys: id, prefix, role, name, created, revoked (never the key itself: only its hash is stored)."""
+    from copilot.store import keys
+    from copilot.store.db import Database
+
+    table = Table("id", "prefix", "role", "name", "created", "revoked")
+    try:
+        with Database.open(get_settings().db_url).session() as s:
+            for r in keys.list_keys(s):
+                table.add_row(str(r.id), r.prefix + "…", r.role, r.name, r.created_at.isoformat(timespec="seconds"),
+                              r.revoked_at.isoformat(timespec="seconds") if r.revoked_at else "")
+    except CopilotError as exc:
+        fail(exc)
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (see `copilot keys list`).")]) -> None:
+    """Revoke an API key; a running service refuses it within COPILOT_AUTH_CACHE_S seconds (default 5)."""
+    from copilot.store import keys
+    from copilot.store.db import Database
+
+    try:
+        with Database.open(get_settings().db_url).session() as s:
+            row = keys.revoke_key(s, key_id)
+            print(f"revoked key {row.id} ({row.role}, {row.name}, {row.prefix}…)")
+    except CopilotError as exc:
+        fail(exc)

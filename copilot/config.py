@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     # Service
     host: str = "127.0.0.1"
     port: int = 8000
+    auth_cache_s: float = Field(5.0, description="How long a verified API key is trusted without a database read (a revoked key stops working within this).")
     bootstrap_admin_key: SecretStr | None = Field(None, description="Create this admin key at start if no key exists.")
 
     # Limits

@@ -9,9 +9,9 @@ from enum import StrEnum
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from copilot.errors import InvalidInput
+from copilot.errors import Conflict, InvalidInput, NotFound
 from copilot.store import audit
-from copilot.store.models import ApiKeyRow
+from copilot.store.models import ApiKeyRow, utcnow
 
 
 class Role(StrEnum):
@@ -47,3 +47,20 @@ def lookup(s: Session, key: str) -> ApiKeyRow | None:
 
 def count_keys(s: Session) -> int:
     return int(s.scalar(select(func.count()).select_from(ApiKeyRow)) or 0)
+
+
+def list_keys(s: Session) -> list[ApiKeyRow]:
+    return list(s.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id)))
+
+
+def revoke_key(s: Session, key_id: int, actor: str = "cli") -> ApiKeyRow:
+    """Revoke a key (kept, not deleted, so the audit trail still names it). A running service stops accepting it
+    within COPILOT_AUTH_CACHE_S seconds."""
+    row = s.get(ApiKeyRow, key_id)
+    if row is None:
+        raise NotFound(f"no API key with id {key_id}")
+    if row.revoked_at is not None:
+        raise Conflict(f"API key {key_id} was already revoked at {row.revoked_at.isoformat()}")
+    row.revoked_at = utcnow()
+    audit.append(s, actor, "key.revoke", "api_key", row.id, {"role": row.role, "name": row.name, "prefix": row.prefix})
+    return row

@@ -85,3 +85,27 @@ def test_export_split_writes_the_dev_split_as_an_eval_dataset(settings: Settings
     masked = [row for row in rows if row.source_labels.get("unknown_categories")]
     assert masked and all(set(row.labels or []).isdisjoint(row.source_labels["unknown_categories"]) for row in masked)
     assert copilot("export-split", "--out", str(out), "--split", "test", settings=settings).returncode == 2
+
+
+def test_keys_list_and_revoke_take_effect_on_the_running_service(server, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    import httpx
+
+    created = copilot("keys", "create", "--role", "auditor", "--name", "revoke-me", settings=settings)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(server.url + "/v1/eval/runs", headers=headers).status_code == 200
+    listing = copilot("keys", "list", settings=settings)
+    line = next(l for l in listing.stdout.splitlines() if "revoke-me" in l)
+    assert key not in listing.stdout and key[:10] in line  # only the prefix is shown
+    key_id = line.split("│")[1].strip() if "│" in line else line.split()[0]
+    r = copilot("keys", "revoke", key_id, settings=settings)
+    assert r.returncode == 0 and "revoked key" in r.stdout, r.stderr
+    time.sleep(settings.auth_cache_s + 0.5)  # the service trusts a verified key for auth_cache_s
+    refused = httpx.get(server.url + "/v1/eval/runs", headers=headers)
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+    again = copilot("keys", "revoke", key_id, settings=settings)
+    assert again.returncode != 0 and "already revoked" in again.stderr
+    assert copilot("keys", "revoke", "999999", settings=settings).returncode != 0
