@@ -276,6 +276,10 @@ def export_onnx_cmd(model_dir: Annotated[Path | None, typer.Option("--model", he
         fail(exc)
     dev_rows = dev_rows[:limit] if limit else dev_rows
     report = export_onnx(folder, [e.text for e in dev_rows], np.stack([e.y for e in dev_rows]), np.stack([e.mask for e in dev_rows]), max_loss)
+    if (folder / "training_report.json").exists():
+        from copilot.classifier import card
+
+        card.write(folder)  # the card states which backend the service uses
     print(json.dumps(report, indent=2))
 
 

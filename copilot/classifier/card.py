@@ -55,8 +55,20 @@ def render(folder: Path) -> str:
         if p.exists():
             extra = json.loads(p.read_text())
             L += [f"## {title}", "", f"Command: `{extra.get('command', '')}`", "", extra.get("markdown", ""), ""]
+    onnx = folder / "onnx_report.json"
+    if onnx.exists():
+        o = json.loads(onnx.read_text())
+        verdict = ("kept: the service uses model.int8.onnx (COPILOT_CLASSIFIER_BACKEND=auto; `torch` forces fp32)" if o.get("keep_int8")
+                   else "not kept: the service uses the torch fp32 weights")
+        L += ["## Serving (ONNX int8)", "", "Command: `copilot export-onnx` (dev split scored by torch fp32 and ONNX int8).", "",
+              f"Dev macro AUPRC fp32 {_f(o.get('fp32_macro_auprc'))}, int8 {_f(o.get('int8_macro_auprc'))} (loss {_f(o.get('loss'))}, "
+              f"limit 0.005): int8 {verdict}. Sizes: fp32 {o.get('fp32_mb')} MB (not committed), int8 {o.get('int8_mb')} MB. "
+              "Thresholds and calibration were fitted on fp32 scores; speed figures in benchmarks/RESULTS.md.", ""]
     L += ["## Limits and known biases", "",
-          "- English only; trained on short texts (128 tokens; longer inputs are windowed and max-pooled).",
+          "- English only; trained on short texts (128 tokens). Longer inputs are scored over half-overlapping 128-token windows",
+          "  and 64-token windows from sentence starts (max over windows; the short windows do not speak for self-harm,",
+          "  extremism or misinformation): a short threat buried in a long transcript is found, but mixed windows can raise",
+          "  unrelated labels a little.",
           "- Public sources are dated and narrow (2013 tweets, 2000s SMS, Reddit, generated statements); Davidson's profanity-heavy",
           "  'offensive' class is masked for harassment, so harassment relies on our written rows.",
           "- Labels with no public data (extremism, privacy, misinformation, the threatening/intent/instructions/graphic/minors",
