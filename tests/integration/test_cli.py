@@ -77,6 +77,9 @@ def test_export_split_writes_the_dev_split_as_an_eval_dataset(settings: Settings
 
     out = tmp_path / "dev.jsonl.gz"
     r = copilot("export-split", "--out", str(out), settings=settings)
+    if not (settings.training_data_dir / "davidson.jsonl.gz").exists():  # the public sets live outside the repo
+        assert r.returncode == 3 and "COPILOT_TRAINING_DATA_DIR" in r.stderr, r.stderr
+        pytest.skip(f"training data not at {settings.training_data_dir}: checked the error, not the export")
     assert r.returncode == 0, r.stderr
     rows = read_many([out], runtime.corpus.taxonomy)
     assert f"{len(rows)} dev rows" in r.stdout and len(rows) > 1000
