@@ -55,13 +55,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         if warm:
             threading.Thread(target=rt.warm_up, name="warm-up", daemon=True).start()
         yield
-        if getattr(app.state, "batcher", None) is not None:
-            await app.state.batcher.close()
+        for name in ("batcher", "embed_batcher"):
+            if getattr(app.state, name, None) is not None:
+                await getattr(app.state, name).close()
 
     app = FastAPI(title="Moderation Copilot", version=__version__, lifespan=lifespan,
                   description="Suggestions with cited policy clauses for moderators; policy search and Q&A; OpenAI-compatible moderation.")
     app.state.runtime = rt
     app.state.batcher = None
+    app.state.embed_batcher = None
     errors.install(app)
     max_body = settings.max_text_chars * 4 * settings.max_batch + BODY_OVERHEAD
 

@@ -9,6 +9,8 @@ REQUEST_LATENCY = Histogram("copilot_request_seconds", "HTTP request latency", [
 SUGGESTIONS = Counter("copilot_suggestions_total", "Suggestions by label and path", ["label", "path"])
 ABSTENTIONS = Counter("copilot_abstentions_total", "Suggestions that abstained (escalated)", ["path"])
 DECISIONS = Counter("copilot_decisions_total", "Moderator decisions by verdict", ["verdict"])
+MICROBATCH_SIZE = Histogram("copilot_microbatch_size", "Texts per shared model pass", ["model"],
+                            buckets=(1, 2, 4, 8, 16, 32, 64))
 LLM_TOKENS = Counter("copilot_llm_tokens_total", "LLM tokens", ["kind"])
 
 

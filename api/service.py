@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import Request
 
 from api.errors import SuggestionTimeout
-from api.metrics import record_suggestion
+from api.metrics import MICROBATCH_SIZE, record_suggestion
 from copilot import suggest as core
 from copilot.classifier.batcher import MicroBatcher
 from copilot.runtime import Runtime
@@ -25,8 +25,19 @@ def batcher(request: Request) -> MicroBatcher:
     app = request.app
     if getattr(app.state, "batcher", None) is None:
         rt: Runtime = app.state.runtime
-        app.state.batcher = MicroBatcher(lambda texts: rt.classifier.predict_proba(texts), rt.settings.microbatch_max, rt.settings.microbatch_wait_ms)
+        app.state.batcher = MicroBatcher(lambda texts: rt.classifier.predict_proba(texts), rt.settings.microbatch_max, rt.settings.microbatch_wait_ms,
+                                         MICROBATCH_SIZE.labels("classifier").observe)
     return app.state.batcher  # type: ignore[no-any-return]
+
+
+def embed_batcher(request: Request) -> MicroBatcher:
+    """Query embeddings for retrieval, shared across concurrent requests like the classifier's passes."""
+    app = request.app
+    if getattr(app.state, "embed_batcher", None) is None:
+        rt: Runtime = app.state.runtime
+        app.state.embed_batcher = MicroBatcher(lambda texts: rt.index.embedder.encode(texts), rt.settings.microbatch_max,
+                                               rt.settings.microbatch_wait_ms, MICROBATCH_SIZE.labels("embedder").observe)
+    return app.state.embed_batcher  # type: ignore[no-any-return]
 
 
 async def score_texts(request: Request, texts: list[str]) -> np.ndarray:
@@ -35,12 +46,19 @@ async def score_texts(request: Request, texts: list[str]) -> np.ndarray:
     return await batcher(request).score(texts)
 
 
+async def embed_texts(request: Request, texts: list[str]) -> np.ndarray:
+    rt: Runtime = request.app.state.runtime
+    await asyncio.to_thread(lambda: rt.index)  # load (or raise ComponentMissing) outside the loop
+    return await embed_batcher(request).score(texts)
+
+
 async def fast_suggestion(request: Request, case: Case) -> Suggestion:
     rt: Runtime = request.app.state.runtime
     validate_case(case, rt.settings)
-    probs = await score_texts(request, [case.text()])
+    text = case.text()
+    probs, vecs = await asyncio.gather(score_texts(request, [text]), embed_texts(request, [text]))
     scored = core._scored(rt, probs[0])
-    return await asyncio.to_thread(core.suggest_fast, rt, case, scored)
+    return await asyncio.to_thread(core.suggest_fast, rt, case, scored, vecs[0])
 
 
 async def suggest_case(request: Request, case: Case, mode: str) -> Suggestion:

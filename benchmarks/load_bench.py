@@ -51,6 +51,26 @@ async def drive(url: str, key: str, path: str, concurrency: int, n: int) -> tupl
     return n / wall, lat, errors
 
 
+def batch_totals(url: str, key: str) -> dict[str, tuple[float, float]]:
+    """(texts, passes) so far per model, from the service's own /metrics histogram of shared-pass sizes."""
+    text = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {key}"}).text
+    out = {}
+    for model in ("classifier", "embedder"):
+        vals = {kind: float(line.split()[-1]) for line in text.splitlines() for kind in ("sum", "count")
+                if line.startswith(f'copilot_microbatch_size_{kind}{{model="{model}"}}')}
+        out[model] = (vals.get("sum", 0.0), vals.get("count", 0.0))
+    return out
+
+
+def mean_pass(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> str:
+    parts = []
+    for model, (texts, passes) in after.items():
+        dt, dp = texts - before[model][0], passes - before[model][1]
+        if dp:
+            parts.append(f"{model} {dt / dp:.1f}")
+    return ", ".join(parts) or "-"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=200)
@@ -97,12 +117,14 @@ def main() -> None:
         asyncio.run(drive(url, key, "/healthz", 4, 16))
         ceiling, hlat, _ = asyncio.run(drive(url, key, "/healthz", 32, args.requests))
         print(f"HTTP ceiling (GET /healthz, no model work, concurrency 32): {ceiling:.0f} req/s, p50 {statistics.median(hlat):.1f} ms\n")
-        print("| endpoint | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | share of offline batch throughput | share of HTTP ceiling |\n|---|---|---|---|---|---|---|---|---|")
+        print("| endpoint | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | share of offline batch throughput | share of HTTP ceiling | mean texts per shared pass |\n|---|---|---|---|---|---|---|---|---|---|")
         for path in ("/v1/moderations", "/v1/suggest"):
             asyncio.run(drive(url, key, path, 4, 16))  # warm-up
             for conc in (1, 8, 32):
+                before = batch_totals(url, key)
                 rps, lat, err = asyncio.run(drive(url, key, path, conc, args.requests))
-                print(f"| {path} | {conc} | {rps:.1f} | {statistics.median(lat):.1f} | {np.percentile(lat, 95):.1f} | {np.percentile(lat, 99):.1f} | {err} | {rps / offline:.0%} | {rps / ceiling:.0%} |")
+                sizes = mean_pass(before, batch_totals(url, key))
+                print(f"| {path} | {conc} | {rps:.1f} | {statistics.median(lat):.1f} | {np.percentile(lat, 95):.1f} | {np.percentile(lat, 99):.1f} | {err} | {rps / offline:.0%} | {rps / ceiling:.0%} | {sizes} |")
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -68,7 +68,8 @@ def _cite(hit: SearchHit, rt: Runtime) -> Citation:
     return Citation(clause_id=clause.id, title=clause.title, area=clause.area, summary=clause.summary, score=hit.score)
 
 
-def suggest_fast(rt: Runtime, case: Case, scored: Scored | None = None) -> Suggestion:
+def suggest_fast(rt: Runtime, case: Case, scored: Scored | None = None, query_vec: np.ndarray | None = None) -> Suggestion:
+    """The fast path. `scored` and `query_vec` may come precomputed (the service batches both across requests)."""
     t0 = time.perf_counter()
     validate_case(case, rt.settings)
     text = case.text()
@@ -76,7 +77,7 @@ def suggest_fast(rt: Runtime, case: Case, scored: Scored | None = None) -> Sugge
         scored = score_case(rt, [text])[0]
     index = rt.index
     taxonomy = rt.corpus.taxonomy
-    qv = index.embedder.encode([text])[0]  # embedded once, used by every search below
+    qv = query_vec if query_vec is not None else index.embedder.encode([text])[0]  # embedded once, used by every search below
     hits = index.search(text, k=rt.settings.retrieval_k, query_vec=qv)
     labels: list[str] = []
     citations: dict[str, Citation] = {}

@@ -21,8 +21,10 @@ class _Item:
 
 
 class MicroBatcher:
-    def __init__(self, fn: Callable[[list[str]], np.ndarray], max_batch: int = 32, max_wait_ms: float = 4.0) -> None:
+    def __init__(self, fn: Callable[[list[str]], np.ndarray], max_batch: int = 32, max_wait_ms: float = 4.0,
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.fn = fn
+        self.on_batch = on_batch  # e.g. a metrics histogram of batch sizes
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.queue: asyncio.Queue[_Item] | None = None
@@ -58,6 +60,8 @@ class MicroBatcher:
                     break
             self.batches += 1
             self.items += len(batch)
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
             try:
                 out = await asyncio.to_thread(self.fn, [b.text for b in batch])
             except Exception as exc:  # hand the error to every waiter instead of killing the worker
