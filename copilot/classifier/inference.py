@@ -107,9 +107,12 @@ class Classifier:
                 ids = [t for sent in sent_ids for t in sent]
                 pos = 0
                 for sent in sent_ids:
-                    if pos - last >= body // 4:  # bound the count: starts at least a quarter window apart
-                        starts.append(pos)
-                        last = pos
+                    # each sentence start, and every half window inside a long one (ASR transcripts often have no
+                    # punctuation at all); starts at least a quarter window apart bound the count
+                    for start in range(pos, pos + max(1, len(sent) - body // 2), body // 2):
+                        if start - last >= body // 4:
+                            starts.append(start)
+                            last = start
                     pos += len(sent)
                 add(i, ids, starts, body, True)
         return windows, owner, local
