@@ -23,7 +23,7 @@ from copilot.errors import ComponentMissing, CopilotError
 app = typer.Typer(help="Moderation Copilot: policy-cited suggestions for Trust & Safety teams.", no_args_is_help=True, pretty_exceptions_enable=False)
 policy_app = typer.Typer(help="Read, lint, search and question the policy corpus.", no_args_is_help=True)
 index_app = typer.Typer(help="Build the retrieval index over the policy corpus.", no_args_is_help=True)
-keys_app = typer.Typer(help="Create API keys for the service.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys for the service.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(index_app, name="index")
 app.add_typer(keys_app, name="keys")
@@ -148,7 +148,8 @@ def index_build(force: Annotated[bool, typer.Option(help="Re-embed every chunk e
 @index_app.command("finetune-embedder")
 def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder (default: models/embedder).")] = None,
                    epochs: Annotated[int, typer.Option(help="Passes over the corpus pairs.")] = 4) -> None:
-    """Fine-tune the embedder on (example -> clause) pairs of the corpus; the service uses models/embedder when present."""
+    """Fine-tune the embedder on (example -> clause) pairs of the corpus (an experiment: point COPILOT_EMBEDDER_PATH at
+    the output to use it; measure first with `copilot eval retrieval` and the gold cases)."""
     from copilot.policy import load_corpus
     from copilot.retrieval.embedder import default_embedder_path
     from copilot.retrieval.finetune import FinetuneArgs, finetune
@@ -165,8 +166,8 @@ def index_train_reranker(out: Annotated[Path | None, typer.Option(help="Output f
                          lr: Annotated[float, typer.Option(help="AdamW learning rate (the head starts untrained).")] = 1e-4) -> None:
     """Train the cross-encoder reranker on corpus pairs (example -> its clause, hard negatives from the index).
 
-    The service attaches models/reranker (or COPILOT_RERANKER_DIR) when it exists; measure it first with
-    `copilot eval retrieval --methods hybrid,rerank`.
+    An experiment: the service attaches it only with COPILOT_USE_RERANKER=true (from models/reranker or
+    COPILOT_RERANKER_DIR); measure it first with `COPILOT_USE_RERANKER=true copilot eval retrieval --methods hybrid,rerank`.
     """
     from copilot.retrieval.embedder import default_embedder_path
     from copilot.retrieval.rerank import train_reranker
@@ -286,7 +287,7 @@ def export_onnx_cmd(model_dir: Annotated[Path | None, typer.Option("--model", he
 @app.command("export-split")
 def export_split(out: Annotated[Path, typer.Option("--out", help="JSONL file to write (.gz compresses).")],
                  split: Annotated[str, typer.Option(help="dev (the fixed stratified dev split) or train.")] = "dev",
-                 seed: int = 13) -> None:
+                 seed: Annotated[int, typer.Option(help="Split seed; 13 is the shipped model's (other seeds give a dev split it was not calibrated on).")] = 13) -> None:
     """Write the classifier's train or dev split as an evaluation dataset (the JSONL contract), reproducibly.
 
     The dev split is what thresholds and calibration were fitted on: use it for regression checks, and the gold cases

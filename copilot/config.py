@@ -53,14 +53,16 @@ class Settings(BaseSettings):
     retrieval_k: int = 5
     rrf_k: int = 60
     rerank_depth: int = Field(20, description="How many hybrid candidates the reranker reorders (its cost grows linearly).")
-    use_reranker: bool = Field(True, description="Use the reranker when one is trained; off keeps plain hybrid retrieval.")
+    use_reranker: bool = Field(False, description="Attach the reranker (COPILOT_RERANKER_DIR or models/reranker). Off by default: the one "
+                                                "trained here did not beat hybrid (benchmarks/RESULTS.md).")
 
     # Classifier / router
     torch_threads: int = 2
     classifier_backend: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="auto: the int8 ONNX model when `copilot export-onnx` kept one (it passed the AUPRC check), else torch fp32.")
     max_seq_len: int = 128
-    long_text_window: int = Field(64, description="Tokens per window (half overlapping) for texts longer than the model's max length.")
+    long_text_window: int = Field(64, description="Tokens per short window for texts longer than the model's max length (windows start at "
+                                                  "sentence starts and every half window in long sentences); 0 turns short windows off.")
     fast_path_margin: float = Field(0.15, description="Scores this close to a threshold are 'uncertain' and routed to the full path.")
     microbatch_max: int = 32
     microbatch_wait_ms: float = 4.0
@@ -84,6 +86,8 @@ class Settings(BaseSettings):
                 setattr(self, name, (PROJECT_ROOT / value).resolve())
         if self.classifier_dir is None:
             self.classifier_dir = self.models_dir / "classifier"
+        if self.long_text_window != 0 and self.long_text_window < 8:
+            raise ValueError(f"COPILOT_LONG_TEXT_WINDOW must be 0 (off) or at least 8 tokens, not {self.long_text_window}")
         if self.env == "production" and self.bootstrap_admin_key is not None and len(self.bootstrap_admin_key.get_secret_value()) < 24:
             raise ValueError("COPILOT_BOOTSTRAP_ADMIN_KEY must be at least 24 characters in production")
         return self

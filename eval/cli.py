@@ -13,7 +13,7 @@ eval_app = typer.Typer(help="Offline evaluation: run datasets and suites, measur
 
 @eval_app.command("retrieval")
 def retrieval(out: Annotated[Path | None, typer.Option(help="Write the figures as JSON here.")] = None,
-              methods: Annotated[str, typer.Option(help="Comma-separated: bm25,dense,hybrid")] = "bm25,dense,hybrid") -> None:
+              methods: Annotated[str, typer.Option(help="Comma-separated: bm25,dense,hybrid,rerank (rerank needs COPILOT_USE_RERANKER=true and a trained reranker)")] = "bm25,dense,hybrid") -> None:
     """Recall@1, recall@5 and MRR@10 of each retrieval method on eval/retrieval/queries, overall, per area and per kind."""
     from copilot.config import get_settings
     from copilot.runtime import Runtime
@@ -97,8 +97,12 @@ def compare_cmd(run_a: Annotated[Path, typer.Argument(help="Baseline run folder 
 def tune_cmd(run: Annotated[Path, typer.Argument(help="A run folder on a dev/tuning dataset (never a test set).")],
              out: Annotated[Path, typer.Option("--out", help="Thresholds file to write (use with COPILOT_THRESHOLDS_FILE).")],
              target_precision: Annotated[float | None, typer.Option(help="Lowest threshold reaching this precision per label.")] = None,
-             target_recall: Annotated[float | None, typer.Option(help="Highest threshold keeping this recall per label.")] = None) -> None:
-    """Write a thresholds file that meets a precision or recall target per label on a tuning run's scores."""
+             target_recall: Annotated[float | None, typer.Option(help="Highest threshold keeping this recall per label.")] = None,
+             best_f1: Annotated[bool, typer.Option("--best-f1", help="The threshold with the best F1 per label.")] = False) -> None:
+    """Write a thresholds file for a precision target, a recall target or best F1 per label, from a tuning run's scores.
+
+    Use it on the dev split's run (copilot export-split, then copilot eval run), never on the set you report.
+    """
     import numpy as np
 
     from copilot.cli import fail
@@ -108,8 +112,8 @@ def tune_cmd(run: Annotated[Path, typer.Argument(help="A run folder on a dev/tun
     from eval.datasets import read_many
     from eval.runner import arrays
 
-    if (target_precision is None) == (target_recall is None):
-        fail("give exactly one of --target-precision or --target-recall", 2)
+    if sum([target_precision is not None, target_recall is not None, best_f1]) != 1:
+        fail("give exactly one of --target-precision, --target-recall or --best-f1", 2)
     tax = load_taxonomy(get_settings().corpus_dir / "taxonomy.yaml")
     m, preds = load_run(run)
     rows = read_many([Path(p) for p in m["run"]["dataset"].split(",")], tax)[: len(preds)]
@@ -121,6 +125,7 @@ def tune_cmd(run: Annotated[Path, typer.Argument(help="A run folder on a dev/tun
         y, s = Y[msk, k] > 0, S[msk, k]
         cands = np.unique(s)[::-1]
         chosen = None
+        best = 0.0
         for t in cands:  # from high to low threshold
             pred = s >= t
             tp = (pred & y).sum()
@@ -131,11 +136,20 @@ def tune_cmd(run: Annotated[Path, typer.Argument(help="A run folder on a dev/tun
             if target_recall is not None and rec >= target_recall:
                 chosen = float(t)
                 break
+            f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+            if best_f1 and f1 > best:
+                best, chosen = f1, float(t)
         if chosen is None:
             chosen = m["run"]["thresholds"].get(l) or 0.5
             notes[l] = "target not reachable on this run; kept the shipped threshold"
-        out_thr[l] = round(chosen, 4)
-    target = f"precision >= {target_precision}" if target_precision is not None else f"recall >= {target_recall}"
+        else:
+            # halfway to the next lower score: same predictions on this run, and a score stored rounded (or recomputed
+            # with float noise) does not fall on the wrong side of a threshold equal to it
+            lower = cands[cands < chosen]
+            chosen = (chosen + float(lower[0])) / 2 if len(lower) else chosen - 1e-6
+        out_thr[l] = round(chosen, 6)
+    target = ("best F1" if best_f1 else f"precision >= {target_precision}" if target_precision is not None
+              else f"recall >= {target_recall}")
     out.write_text(json.dumps({"operating_point": f"{target} per label on {m['run']['dataset']}", "thresholds": out_thr, "notes": notes}, indent=2))
     print(f"wrote {out} ({target}); {len(notes)} label(s) kept the shipped threshold")
 

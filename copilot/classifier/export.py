@@ -33,7 +33,10 @@ def export_onnx(folder: Path, check_texts: list[str] | None = None, check_y: np.
                           opset_version=17, dynamo=False)
     int8 = folder / "model.int8.onnx.candidate"
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
-    report: dict = {"fp32_mb": round(fp32.stat().st_size / 1e6, 1), "int8_mb": round(int8.stat().st_size / 1e6, 1)}
+    from copilot.classifier.artifacts import ClassifierMeta
+
+    report: dict = {"model_id": ClassifierMeta.read(folder).model_id, "max_auprc_loss": max_auprc_loss,
+                    "fp32_mb": round(fp32.stat().st_size / 1e6, 1), "int8_mb": round(int8.stat().st_size / 1e6, 1)}
     if check_texts is not None and check_y is not None and check_mask is not None:
         from copilot.classifier.inference import Classifier
         from copilot.classifier.metrics import average_precision

@@ -21,9 +21,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 log = logging.getLogger(__name__)
 
-_SENTENCE_END = re.compile(r"(?<=[.!?\n])\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*")  # also one message per line (chat logs, comments)
 # Labels judged on the whole text, never on a short window of a long one (see Classifier._windows).
 NARRATIVE_LABELS = frozenset({"self-harm", "self-harm/intent", "self-harm/instructions", "misinformation", "extremism"})
+
+
+def _int8_vetted(folder: Path, model_id: str) -> bool:
+    """auto uses the int8 file only when `copilot export-onnx` kept it for these very weights (its report says so)."""
+    import json
+
+    report = folder / "onnx_report.json"
+    if not (folder / "model.int8.onnx").exists() or not report.exists():
+        return False
+    r = json.loads(report.read_text())
+    ok = bool(r.get("keep_int8")) and r.get("model_id", model_id) == model_id
+    if not ok:
+        log.warning("ignoring %s: onnx_report.json does not vouch for it with model %s", folder / "model.int8.onnx", model_id)
+    return ok
 
 
 class Classifier:
@@ -43,7 +57,7 @@ class Classifier:
         self.long_window = long_window
         self.threads = threads
         onnx_path = folder / "model.int8.onnx"
-        if backend == "onnx" or (backend == "auto" and onnx_path.exists()):
+        if backend == "onnx" or (backend == "auto" and _int8_vetted(folder, self.meta.model_id)):
             self._init_onnx(onnx_path)
         else:
             self._init_torch()

@@ -259,6 +259,7 @@ class _ReasoningStream:
 
     def feed(self, piece: str) -> None:
         if self.done:
+            self.sink("")  # a tick per piece after the reasoning: a cancelled consumer still stops the chain here
             return
         self.buf += piece
         if self.pos < 0:
@@ -341,7 +342,11 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
         checked = account(first)
         if checked.errors:
             log.info("LLM answer failed checks (%s); one repair", "; ".join(checked.errors))
-            checked = account(_call(llm, with_repair(messages, SUGGEST_PROMPT, checked.errors), schema, rt, deadline, None, "suggest-repair"))
+            if on_text is not None:
+                on_text("")  # a cancelled stream stops before the repair call, not after it
+            # the repair's pieces only tick the sink: its reasoning would repeat what the console already shows
+            ticks = (lambda _piece: on_text("")) if on_text is not None else None
+            checked = account(_call(llm, with_repair(messages, SUGGEST_PROMPT, checked.errors), schema, rt, deadline, ticks, "suggest-repair"))
             if checked.errors:
                 return _fallback(rt, fast, "LLM answer invalid after one repair: " + "; ".join(checked.errors[:4]), t0, prompt_version, (tokens[0], tokens[1]))
     except CopilotError as exc:  # spent tokens of a call cut short still count
@@ -397,7 +402,8 @@ def stream_suggestion(rt: Runtime, case: Case, fast: Suggestion | None = None, c
     def on_text(text: str) -> None:
         if stop.is_set():
             raise StreamCancelled("the stream was cancelled (its consumer went away)")
-        q.put(("rationale", text))
+        if text:  # "" is a tick: the chain is alive after its reasoning, nothing to show
+            q.put(("rationale", text))
 
     def work() -> None:
         try:

@@ -107,6 +107,18 @@ def test_tune_thresholds_then_compare_runs(settings: Settings, tmp_path: Path) -
     ma = json.loads((a / "metrics.json").read_text())["labels"]["hate"]
     assert mb["recall"] >= ma["recall"] and 0 <= hate["p_value"] <= 1
     assert isinstance(cmp["changed"], list)
+    # best F1 per label: on the tuning run itself, no label's F1 can be below what the shipped thresholds gave
+    best = tmp_path / "best.json"
+    assert copilot("eval", "tune-thresholds", str(a), "--out", str(best), "--best-f1", settings=settings).returncode == 0
+    assert json.loads(best.read_text())["operating_point"].startswith("best F1")
+    c2 = tmp_path / "c"
+    assert copilot("eval", "run", "--dataset", ds, "--out", str(c2), settings=settings, env={"COPILOT_THRESHOLDS_FILE": str(best)}).returncode == 0
+    mc = json.loads((c2 / "metrics.json").read_text())["labels"]
+    for label, v in json.loads((a / "metrics.json").read_text())["labels"].items():
+        if v.get("f1") is not None and mc[label].get("f1") is not None:
+            assert mc[label]["f1"] >= v["f1"] - 1e-3, label
+    both = copilot("eval", "tune-thresholds", str(a), "--out", str(best), "--best-f1", "--target-recall", "0.9", settings=settings)
+    assert both.returncode == 2 and "exactly one" in both.stderr
 
 
 def test_policy_diff_lists_cases_a_clause_edit_changes(settings: Settings, tmp_path: Path) -> None:
