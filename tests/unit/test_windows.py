@@ -34,7 +34,7 @@ def test_long_text_gets_full_windows_to_the_end_and_local_windows(clf: Classifie
     text = " ".join(f"sentence number {i} is here." for i in range(60))
     n = _ntok(clf, text)
     assert n > clf.max_len
-    windows, owner, local = clf._windows([text])
+    windows, _owner, local = clf._windows([text])
     ids = clf.tokenizer(text, add_special_tokens=False)["input_ids"]
     full = [w for w, loc in zip(windows, local, strict=True) if not loc]
     short = [w for w, loc in zip(windows, local, strict=True) if loc]
