@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import deque
@@ -18,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from conftest import require_llama_cpp
 
 from copilot.ask import ask
 from copilot.config import Settings
@@ -260,18 +260,9 @@ def test_ask_llm_path_validates_citations(openai_rt: Runtime, fake: FakeOpenAI) 
 
 
 # ---- local llama.cpp backend with SmolLM2-135M ----------------------------------------------------------------
-def _require_llama_cpp() -> None:
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("llama_cpp is not importable: run scripts/install-llm.sh (under CI=true this test fails instead)")
-
-
 @pytest.fixture(scope="module")
 def smol_rt(settings: Settings, runtime: Runtime) -> Runtime:
-    _require_llama_cpp()
+    require_llama_cpp()
     path = SMOLLM.default_path(Settings().data_dir)
     assert path.is_file(), f"{path} is missing: run scripts/install-llm.sh"
     # One llama.cpp thread: the test machine's cores are shared with the classifier and other tests, and llama.cpp's

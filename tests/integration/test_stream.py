@@ -8,7 +8,6 @@ work on it); its LLM loads and its prompt prefix warms in the service's own warm
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server, start_server
+from conftest import Server, require_llama_cpp, start_server
 
 from copilot.config import Settings
 from copilot.llm.models import SMOLLM
@@ -78,18 +77,9 @@ def create_case(server: Server, text: str) -> int:
         return int(r.json()["cases"][0]["id"])
 
 
-def _require_llama_cpp() -> None:
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("llama_cpp is not importable: run scripts/install-llm.sh (under CI=true this test fails instead)")
-
-
 @pytest.fixture(scope="module")
 def llm_server(server: Server, settings: Settings) -> Iterator[Server]:
-    _require_llama_cpp()
+    require_llama_cpp()
     path = SMOLLM.default_path(Settings().data_dir)
     assert path.is_file(), f"{path} is missing: run scripts/install-llm.sh"
     update = {"llm_backend": "llamacpp", "llm_model_path": path, "llm_timeout_s": 120.0, "llm_max_tokens": 160,
