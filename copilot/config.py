@@ -78,12 +78,27 @@ class Settings(BaseSettings):
     llm_threads: int = Field(default_factory=lambda: 1 if (os.cpu_count() or 1) <= 2 else 2,
                              description="llama.cpp threads; never more than the cores free for it (its threads busy-wait)")
 
+    # Media (video / audio cases)
+    whisper_dir: Path | None = Field(None, description="Whisper base CTranslate2 folder; defaults to <data_dir>/models/whisper-base "
+                                                       "(scripts/install-media.sh assembles it).")
+    whisper_threads: int = Field(2, description="CTranslate2 threads for speech recognition.")
+    whisper_beam_size: int = Field(1, ge=1, le=10, description="1 = greedy decoding (benchmarks/RESULTS.md compares it with 5).")
+    media_max_bytes: int = Field(100 * 1024 * 1024, description="Larger uploads are rejected with 413.")
+    media_max_seconds: float = Field(600.0, description="Longer media are rejected with 413 (checked before any decoding).")
+    media_ocr: bool = Field(True, description="Read on-screen text from sampled frames (ffmpeg + Tesseract).")
+    media_ocr_fps: float = Field(1.0, gt=0, le=10, description="Frames sampled per second for on-screen text.")
+    media_ocr_max_frames: int = Field(300, ge=1, description="Longer videos are sampled more sparsely to stay under this many frames.")
+    media_tool_timeout_s: float = Field(120.0, description="Time limit of each ffmpeg / ffprobe / tesseract child process.")
+    media_ingest_roots: list[Path] = Field(default_factory=list, description="Folders whose files trusted callers may ingest by local "
+                                                                            "path (JSON list); empty = path ingestion off.")
+
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
-        for name in ("data_dir", "corpus_dir", "models_dir", "training_data_dir", "classifier_dir", "thresholds_file", "embedder_path", "reranker_dir", "llm_model_path"):
+        for name in ("data_dir", "corpus_dir", "models_dir", "training_data_dir", "classifier_dir", "thresholds_file", "embedder_path", "reranker_dir", "llm_model_path", "whisper_dir"):
             value = getattr(self, name)
             if value is not None and not value.is_absolute():
                 setattr(self, name, (PROJECT_ROOT / value).resolve())
+        self.media_ingest_roots = [p if p.is_absolute() else (PROJECT_ROOT / p).resolve() for p in self.media_ingest_roots]
         if self.classifier_dir is None:
             self.classifier_dir = self.models_dir / "classifier"
         if self.long_text_window != 0 and self.long_text_window < 8:
@@ -113,6 +128,15 @@ class Settings(BaseSettings):
             return self.reranker_dir
         default = self.models_dir / "reranker"
         return default if (default / "config.json").exists() else None
+
+    @property
+    def whisper_path(self) -> Path:
+        return self.whisper_dir or self.data_dir / "models" / "whisper-base"
+
+    @property
+    def media_dir(self) -> Path:
+        """Uploaded media, stored by content hash so the console can play them back and a restart can resume."""
+        return self.data_dir / "media"
 
     @property
     def classifier_path(self) -> Path:

@@ -74,3 +74,27 @@ class CorpusError(CopilotError):
     def __init__(self, errors: list[str]) -> None:
         super().__init__(f"{len(errors)} problem(s) in the policy corpus:\n" + "\n".join(errors), errors=errors)
         self.errors = errors
+
+
+class UnsupportedMedia(CopilotError):
+    """Not audio or video we can decode: not a media file, no audio/video stream, an unknown codec, an empty file."""
+
+    code, status, title, safe = "unsupported_media", 415, "Unsupported media", True
+
+
+class CorruptMedia(InvalidInput):
+    code, title = "corrupt_media", "Media could not be decoded"
+
+
+class MediaTooLarge(CopilotError):
+    code, status, title, safe = "media_too_large", 413, "Media too large or too long", True
+
+
+class MediaTimeout(InvalidInput):
+    """A decoder child ran past its time limit on this file (the file, not the service, is the problem)."""
+
+    code, title = "media_timeout", "Media processing timed out"
+
+
+class NoMediaText(InvalidInput):
+    code, title = "no_media_text", "No speech or on-screen text found"

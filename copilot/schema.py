@@ -18,6 +18,7 @@ TEXT_FIELDS: tuple[str, ...] = ("title", "caption", "transcript", "on_screen_tex
 
 class ContentType(StrEnum):
     video = "video"
+    audio = "audio"
     comment = "comment"
     profile = "profile"
     live = "live"
@@ -57,6 +58,26 @@ class TimedLine(BaseModel):
     text: str
     start_s: float
     end_s: float
+
+
+class MediaReport(BaseModel):
+    """What was extracted from a video or audio file, with times, and what it cost (shared by the API, CLI and eval)."""
+
+    kind: Literal["video", "audio"]
+    sha256: str
+    duration_s: float
+    format_name: str
+    audio_codec: str | None = None
+    video_codec: str | None = None
+    language: str | None = Field(None, description="Spoken language detected by Whisper (None when nobody speaks).")
+    language_probability: float | None = None
+    transcript: list[TimedLine] = Field(default_factory=list)
+    on_screen: list[TimedLine] = Field(default_factory=list)
+    seconds: dict[str, float] = Field(default_factory=dict, description="Wall time per stage: probe, audio, asr, ocr, total.")
+    frames: int = 0
+    frames_read: int = Field(0, description="Frames Tesseract read (the others matched the previous picture).")
+    notes: list[str] = Field(default_factory=list)
+    model_ids: dict[str, str] = Field(default_factory=dict)
 
 
 class Case(BaseModel):
@@ -104,6 +125,7 @@ class EvidenceSpan(BaseModel):
     start: int = Field(ge=0)
     end: int = Field(ge=0)
     quote: str
+    label: str | None = Field(None, description="The label this quote shows, when the fast path located it.")
     start_s: float | None = Field(None, description="For transcript/on-screen evidence of media cases: when it is heard or seen.")
     end_s: float | None = None
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from copilot.errors import ComponentMissing
+from copilot.evidence import locate as locate_evidence
 from copilot.runtime import Runtime
 from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, LabelScore, SearchHit, Suggestion
 from copilot.validate import validate_case
@@ -113,11 +114,14 @@ def suggest_fast(rt: Runtime, case: Case, scored: Scored | None = None, query_ve
     action = _strictest([rt.corpus.get(c).action for c in citations if rt.corpus.get(c).kind == "prohibition" and set(rt.corpus.get(c).labels) & set(labels)])
     if abstain:
         action = Action.escalate
+    evidence = locate_evidence(rt.classifier, case, labels, scored.scores) if labels and (case.transcript_timing or case.on_screen_timing) else []
+    for span in evidence:
+        reasons.append(f"{span.label} shown at {span.start_s:.1f}-{span.end_s:.1f} s: \"{span.quote[:80]}\"")
     rationale = "; ".join(reasons) if reasons else "No label scored above its threshold."
     if abstain:
         rationale += ". Escalated: " + "; ".join(abstain)
     return Suggestion(
-        labels=labels, scores=scored.scores, citations=list(citations.values()), rationale=rationale, action=action,
+        labels=labels, scores=scored.scores, citations=list(citations.values()), rationale=rationale, action=action, evidence=evidence,
         abstained=bool(abstain), abstain_reason="; ".join(abstain) or None, path="fast",
         corpus_version=rt.corpus.version, model_ids=rt.model_ids(), latency_ms=round((time.perf_counter() - t0) * 1000, 2),
     )

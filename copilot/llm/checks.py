@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 from copilot.errors import UnknownClause
 from copilot.policy.corpus import Corpus
 from copilot.schema import Action, Case, Clause, EvidenceSpan
+from copilot.timecode import with_time
 
 # Clause IDs of this corpus look like HAT-2.3; the dotted number keeps names like COVID-19 out.
 CLAUSE_ID_RE = re.compile(r"\b[A-Z]{2,5}-\d+\.\d+\b", re.I)
@@ -144,15 +145,7 @@ def _snap(case: Case, fields: list[str], quote: str) -> EvidenceSpan | None:
 
 
 def _span(case: Case, name: str, start: int, end: int, text: str) -> EvidenceSpan:
-    quote = text[start:end]
-    span = EvidenceSpan(field=name, start=start, end=end, quote=quote)
-    timing = {"transcript": case.transcript_timing, "on_screen_text": case.on_screen_timing}.get(name) or []
-    probe = quote.lower()[:40]
-    for line in timing:
-        if probe in line.text.lower() or line.text.lower() in quote.lower():
-            span.start_s, span.end_s = line.start_s, line.end_s
-            break
-    return span
+    return with_time(case, EvidenceSpan(field=name, start=start, end=end, quote=text[start:end]))
 
 
 def check_suggestion(data: dict[str, Any] | None, parse_error: str | None, offered: Mapping[str, Clause], corpus: Corpus, case: Case) -> Checked:

