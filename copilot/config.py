@@ -79,6 +79,7 @@ class Settings(BaseSettings):
                              description="llama.cpp threads; never more than the cores free for it (its threads busy-wait)")
 
     # Media (video / audio cases)
+    media_enabled: bool = Field(True, description="Accept video and audio cases (loads the speech model at start).")
     whisper_dir: Path | None = Field(None, description="Whisper base CTranslate2 folder; defaults to <data_dir>/models/whisper-base "
                                                        "(scripts/install-media.sh assembles it).")
     whisper_threads: int = Field(2, description="CTranslate2 threads for speech recognition.")

@@ -23,7 +23,7 @@ from copilot.errors import ComponentMissing, CopilotError
 log = logging.getLogger(__name__)
 
 REQUIRED = ("corpus", "index", "classifier", "database")
-OPTIONAL = ("llm",)
+OPTIONAL = ("llm", "media")
 # Work after the components load, reported in readiness as optional entries (never gating it).
 WARM_TASKS = ("llm_prefix",)
 
@@ -122,6 +122,18 @@ class Runtime:
 
         return self._get("llm", lambda: load_chat_model(self.settings))
 
+    @property
+    def media(self):  # type: ignore[no-untyped-def]
+        """The speech model, after checking the ffmpeg / Tesseract binaries the media pipeline runs as children."""
+        from copilot.media.asr import Transcriber
+        from copilot.media.tools import check_tools
+
+        def load():  # type: ignore[no-untyped-def]
+            check_tools(ocr=self.settings.media_ocr)
+            return Transcriber(self.settings.whisper_path, self.settings.whisper_threads, self.settings.whisper_beam_size)
+
+        return self._get("media", load)
+
     def has(self, name: str) -> bool:
         return name in self._values
 
@@ -134,6 +146,8 @@ class Runtime:
     def warm_up(self) -> None:
         for name in (*REQUIRED, *OPTIONAL):
             if name == "llm" and self.settings.llm_backend == "none":
+                continue
+            if name == "media" and not self.settings.media_enabled:
                 continue
             self.try_get(name)
         if self.settings.llm_backend != "none":
@@ -165,6 +179,8 @@ class Runtime:
             required = name in REQUIRED
             if name == "llm" and self.settings.llm_backend == "none":
                 out.append(ComponentStatus(name, "not_configured", required, "COPILOT_LLM_BACKEND=none: full path falls back to the fast path"))
+            elif name == "media" and not self.settings.media_enabled:
+                out.append(ComponentStatus(name, "not_configured", required, "COPILOT_MEDIA_ENABLED=false: video and audio uploads are refused"))
             elif name in self._values:
                 out.append(ComponentStatus(name, "ready", required, version=_version_of(name, self._values[name])))
             elif name in self._errors:
@@ -191,7 +207,7 @@ def _version_of(name: str, value: Any) -> str | None:
         return str(value.version)
     if name == "index":
         return f"{value.manifest.get('corpus_version')}/{value.manifest.get('embedder_id')}"
-    if name in ("classifier", "embedder", "llm"):
+    if name in ("classifier", "embedder", "llm", "media"):
         return str(getattr(value, "model_id", type(value).__name__))
     if name == "database":
         return str(getattr(value, "dialect", ""))

@@ -16,7 +16,7 @@ from api.errors import LLMNotConfigured, problem_of
 from api.metrics import DECISIONS
 from api.service import fast_suggestion, stream_full, suggest_case
 from copilot.errors import BatchTooLarge
-from copilot.schema import Case, Decision, DecisionCreate, Suggestion, SuggestMode
+from copilot.schema import Case, Decision, DecisionCreate, MediaReport, Suggestion, SuggestMode
 from copilot.store import audit
 from copilot.store import cases as repo
 from copilot.validate import validate_case
@@ -36,6 +36,7 @@ class CaseSummary(BaseModel):
     external_id: str | None
     content_type: str
     status: str
+    status_detail: str | None = Field(None, description="Why a case failed, or what a processing one waits for.")
     top_label: str | None
     top_score: float | None
     created_at: datetime
@@ -67,7 +68,9 @@ class StoredSuggestion(BaseModel):
 class CaseDetail(BaseModel):
     id: int
     status: str
+    status_detail: str | None = None
     case: Case
+    media: MediaReport | None = Field(None, description="Media cases: what was heard and seen, with times (None until extracted).")
     suggestions: list[StoredSuggestion]
     decisions: list[Decision]
     claims: list[dict[str, Any]]
@@ -81,7 +84,7 @@ class AdHocRequest(BaseModel):
 
 def _summary(row: Any) -> CaseSummary:
     case = repo.to_case(row)
-    return CaseSummary(id=row.id, external_id=row.external_id, content_type=row.content_type, status=row.status,
+    return CaseSummary(id=row.id, external_id=row.external_id, content_type=row.content_type, status=row.status, status_detail=row.status_detail,
                        top_label=row.top_label, top_score=row.top_score, created_at=row.created_at, preview=case.text()[:200])
 
 
@@ -149,7 +152,8 @@ def get_case(case_id: CaseId, rt: RuntimeDep, caller: Caller = require(*READ_CAS
         row = repo.get(s, case_id)
         claims = [{"moderator": c.moderator, "claimed_at": c.claimed_at.isoformat()} for c in s.scalars(select(ClaimRow).where(ClaimRow.case_id == case_id))]
         return CaseDetail(
-            id=row.id, status=row.status, case=repo.to_case(row),
+            id=row.id, status=row.status, status_detail=row.status_detail, case=repo.to_case(row),
+            media=MediaReport.model_validate(row.media["report"]) if row.media and row.media.get("report") else None,
             suggestions=[StoredSuggestion(id=x.id, created_at=x.created_at, suggestion=Suggestion.model_validate(x.body)) for x in repo.suggestions(s, case_id)],
             decisions=[repo.decision_model(d) for d in repo.decisions(s, case_id)], claims=claims,
         )
@@ -160,7 +164,7 @@ async def suggest_stored(case_id: CaseId, request: Request, rt: RuntimeDep, call
                          mode: SuggestMode = SuggestMode.fast) -> StoredSuggestion:
     def load() -> Case:
         with rt.database.session() as s:
-            return repo.to_case(repo.get(s, case_id))
+            return repo.to_case(repo.reviewable(s, case_id))
 
     case = await asyncio.to_thread(load)
     sug = await suggest_case(request, case, mode.value)
@@ -184,7 +188,7 @@ async def _start_stream(case_id: CaseId, request: Request, rt: RuntimeDep, calle
 
     def load() -> Case:
         with rt.database.session() as s:
-            return repo.to_case(repo.get(s, case_id))
+            return repo.to_case(repo.reviewable(s, case_id))
 
     case = await asyncio.to_thread(load)
     fast = await fast_suggestion(request, case)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from copilot.errors import CorruptMedia, MediaTimeout
-from copilot.media.tools import MediaInfo, child_env_single_thread, run
+from copilot.media.tools import MediaInfo, child_env_single_thread, run, scrub
 from copilot.schema import TimedLine
 
 MAX_WIDTH = 960
@@ -72,7 +72,8 @@ def _frames(path: Path, info: MediaInfo, fps: float, timeout_s: float):  # type:
     w, h = frame_size(info)
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-an", "-vf", f"fps={fps},scale={w}:{h},format=gray",
            "-f", "rawvideo", "-pix_fmt", "gray", "-"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    errfile = tempfile.TemporaryFile()  # not a pipe: a decoder complaining about every frame would fill it and stall
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errfile, stdin=subprocess.DEVNULL)
     timer = threading.Timer(timeout_s, proc.kill)
     timer.start()
     size = w * h
@@ -92,10 +93,13 @@ def _frames(path: Path, info: MediaInfo, fps: float, timeout_s: float):  # type:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        errfile.seek(0)
+        errors = errfile.read().decode(errors="replace")
+        errfile.close()
     if timed_out:
         raise MediaTimeout(f"ffmpeg (frame sampling) took longer than {timeout_s:.0f} s (COPILOT_MEDIA_TOOL_TIMEOUT_S) and was stopped")
     if proc.returncode != 0 and i == 0:
-        err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace").strip().splitlines()
+        err = scrub(errors, cmd).strip().splitlines()
         raise CorruptMedia(f"ffmpeg could not decode video frames: {err[-1] if err else proc.returncode}")
 
 

@@ -29,9 +29,17 @@ def run(cmd: list[str], timeout_s: float, what: str, env: dict[str, str] | None 
     except subprocess.TimeoutExpired:
         raise MediaTimeout(f"{what} took longer than {timeout_s:.0f} s (COPILOT_MEDIA_TOOL_TIMEOUT_S) and was stopped") from None
     if check and proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        err = scrub(proc.stderr.decode(errors="replace"), cmd).strip().splitlines()
         raise CorruptMedia(f"{what} failed: {err[-1] if err else f'exit code {proc.returncode}'}")
     return proc
+
+
+def scrub(message: str, cmd: list[str]) -> str:
+    """Tool messages quote the file's path; the server's folders are none of the client's business: keep the name."""
+    for arg in cmd:
+        if arg.startswith("/"):
+            message = message.replace(arg, Path(arg).name)
+    return message
 
 
 @dataclass
@@ -68,7 +76,7 @@ def probe(path: Path, max_bytes: int, max_seconds: float, timeout_s: float) -> M
                             size_bytes=size, limit_bytes=max_bytes)
     proc = run(["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)], min(timeout_s, 30.0),
                "ffprobe", check=False)
-    err = proc.stderr.decode(errors="replace").strip()
+    err = scrub(proc.stderr.decode(errors="replace"), [str(path)]).strip()
     try:
         data = json.loads(proc.stdout or b"{}")
     except ValueError:
@@ -106,7 +114,7 @@ def probe(path: Path, max_bytes: int, max_seconds: float, timeout_s: float) -> M
 def _duration(fmt: dict[str, Any], streams: list[dict[str, Any]]) -> float | None:
     for value in [fmt.get("duration"), *[s.get("duration") for s in streams]]:
         try:
-            d = float(value)
+            d = float(str(value))
         except (TypeError, ValueError):
             continue
         if d > 0:

@@ -54,6 +54,33 @@ def ingest(s: Session, case: Case, actor: str, idempotency_key: str | None = Non
     return row, True
 
 
+def ingest_media(s: Session, case: Case, media: dict[str, Any], actor: str, idempotency_key: str | None = None) -> tuple[CaseRow, bool]:
+    """A video/audio case: stored as `processing` with its file; the media worker fills in its text. A retry with the
+    same external id / idempotency key and the same file and fields returns the existing case; anything else conflicts."""
+    submitted = _payload(case)
+    for column, value in ((CaseRow.external_id, case.external_id), (CaseRow.idempotency_key, idempotency_key)):
+        if value is None:
+            continue
+        existing = s.scalars(select(CaseRow).where(column == value)).first()
+        if existing is not None:
+            same = existing.media is not None and existing.media.get("sha256") == media["sha256"] and existing.media.get("submitted") == submitted
+            if not same:
+                raise Conflict(f"a different case was already ingested with {column.key} {value!r} (case {existing.id})", case_id=existing.id)
+            return existing, False
+    row = CaseRow(external_id=case.external_id, idempotency_key=idempotency_key, content_type=case.content_type.value,
+                  payload=submitted, text_hash=text_hash(case), status="processing", status_detail="waiting for the media worker",
+                  media={**media, "submitted": submitted, "report": None}, created_by=actor)
+    s.add(row)
+    try:
+        with s.begin_nested():
+            s.flush()
+    except IntegrityError:
+        raise Conflict(f"case with external_id {case.external_id!r} is being ingested concurrently; retry") from None
+    audit.append(s, actor, "case.create", "case", row.id, {"external_id": case.external_id, "media_sha256": media["sha256"],
+                                                           "filename": media.get("filename")})
+    return row, True
+
+
 def to_case(row: CaseRow) -> Case:
     return Case(external_id=row.external_id, **row.payload)
 
@@ -62,6 +89,15 @@ def get(s: Session, case_id: int) -> CaseRow:
     row = s.get(CaseRow, case_id)
     if row is None:
         raise NotFound(f"no case {case_id}")
+    return row
+
+
+def reviewable(s: Session, case_id: int) -> CaseRow:
+    """A case whose text is ready: a media case still processing (or failed) has nothing to suggest on yet."""
+    row = get(s, case_id)
+    if row.status in ("processing", "failed"):
+        raise Conflict(f"case {case_id} is {row.status}" + (f" ({row.status_detail})" if row.status_detail else "") + "; it has no text to suggest on yet"
+                       if row.status == "processing" else f"case {case_id} failed ({row.status_detail}); it cannot be suggested on")
     return row
 
 

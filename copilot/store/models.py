@@ -26,6 +26,9 @@ class CaseRow(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     text_hash: Mapped[str] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)  # queued|claimed|decided|processing|failed
+    status_detail: Mapped[str | None] = mapped_column(Text)  # why a case failed, or which stage a processing one is in
+    # Media cases: {"file": stored name, "filename", "content_type", "size_bytes", "sha256", "report": MediaReport | None}
+    media: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     top_label: Mapped[str | None] = mapped_column(String(40), index=True)
     top_score: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

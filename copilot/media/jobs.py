@@ -1,0 +1,183 @@
+"""Media cases in the service: uploads stored by content hash, extraction in one background worker, and the case's
+status moving processing -> queued (text ready, fast suggestion stored) or -> failed (with the reason).
+
+One worker, on purpose: Whisper already uses both cores, so a second extraction would only slow both. A case that was
+processing when the service stopped is picked up again at the next start (`resume`), from its stored file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+
+from copilot.artifacts import sha256_file
+from copilot.errors import CopilotError, MediaTooLarge
+from copilot.media.extract import apply_to_case, extract
+from copilot.runtime import Runtime
+from copilot.schema import Case, MediaReport
+from copilot.store import audit
+from copilot.store import cases as repo
+from copilot.store.models import CaseRow
+from copilot.suggest import suggest_fast
+
+log = logging.getLogger(__name__)
+_SAFE_SUFFIX = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mp3", ".m4a", ".aac", ".wav", ".ogg", ".opus", ".flac", ".3gp"}
+
+
+@dataclass
+class StoredMedia:
+    path: Path
+    sha256: str
+    size_bytes: int
+    filename: str
+    content_type: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.path.name, "sha256": self.sha256, "size_bytes": self.size_bytes, "filename": self.filename,
+                "content_type": self.content_type}
+
+
+def _suffix(filename: str) -> str:
+    suffix = Path(filename).suffix.lower()
+    return suffix if suffix in _SAFE_SUFFIX else ".bin"
+
+
+def store_stream(media_dir: Path, chunks: Iterator[bytes], filename: str, content_type: str, max_bytes: int,
+                 check: Callable[[Path], object] | None = None) -> StoredMedia:
+    """Write an upload to <media_dir>/<sha256><suffix>, refusing it as soon as it passes max_bytes. `check` (the
+    probe) runs on the complete temporary file first: a rejected file is never kept."""
+    media_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=media_dir, prefix=".upload-", suffix=".part")
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise MediaTooLarge(f"the upload is over the {max_bytes / 2**20:.0f} MiB limit (COPILOT_MEDIA_MAX_BYTES)", limit_bytes=max_bytes)
+                out.write(chunk)
+        if check is not None:
+            check(Path(tmp))
+        digest = sha256_file(Path(tmp))
+        target = media_dir / f"{digest}{_suffix(filename)}"
+        os.replace(tmp, target)  # same content, same name: a second upload of one file keeps one copy
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return StoredMedia(target, digest, size, filename, content_type)
+
+
+def store_file(media_dir: Path, src: Path, max_bytes: int, check: Callable[[Path], object] | None = None) -> StoredMedia:
+    def chunks(f: BinaryIO) -> Iterator[bytes]:
+        while block := f.read(1 << 20):
+            yield block
+
+    with src.open("rb") as f:
+        return store_stream(media_dir, chunks(f), src.name, "", max_bytes, check)
+
+
+def trusted_path(raw: str, roots: list[Path]) -> Path:
+    """A local path a trusted caller may ingest: it must resolve (symlinks followed) inside one of the configured roots."""
+    from copilot.errors import Forbidden, InvalidInput
+
+    if not roots:
+        raise Forbidden("ingestion by local path is off (set COPILOT_MEDIA_INGEST_ROOTS to the folders it may read)")
+    path = Path(raw).resolve()
+    if not any(path.is_relative_to(root.resolve()) for root in roots):
+        raise Forbidden(f"{raw} is outside the ingestion folders (COPILOT_MEDIA_INGEST_ROOTS)")
+    if not path.is_file():
+        raise InvalidInput(f"{raw} is not a file")
+    return path
+
+
+def process(rt: Runtime, case_id: int) -> str:
+    """Extract the media of one processing case, queue it with its fast suggestion (evidence with times), and return
+    the new status. Never raises for bad media: the reason goes on the case, where the console and the API show it."""
+    settings = rt.settings
+    with rt.database.session() as s:
+        row = repo.get(s, case_id)
+        if row.status != "processing" or not row.media:
+            return row.status
+        media = dict(row.media)
+        submitted = Case(**media["submitted"])
+        row.status_detail = "extracting speech and on-screen text"
+    path = settings.media_dir / media["file"]
+    try:
+        report: MediaReport = extract(path, settings, rt.media, submitted.language)
+        case = apply_to_case(submitted.model_copy(update={"external_id": None}), report)
+    except CopilotError as exc:
+        _fail(rt, case_id, f"{exc.code}: {exc.detail}" if exc.safe else "internal error; see the server log")
+        if not exc.safe:
+            log.error("media case %s failed: %s", case_id, exc.detail)
+        return "failed"
+    except Exception:
+        log.exception("media case %s failed", case_id)
+        _fail(rt, case_id, "internal error while reading the media; see the server log")
+        return "failed"
+    with rt.database.session() as s:
+        row = repo.get(s, case_id)
+        row.payload = case.model_dump(mode="json", exclude={"external_id"})
+        row.text_hash = repo.text_hash(case)
+        row.media = {**media, "report": report.model_dump(mode="json")}
+        row.status, row.status_detail = "queued", None
+        audit.append(s, "media-worker", "case.media_ready", "case", case_id,
+                     {"sha256": report.sha256, "duration_s": report.duration_s, "language": report.language,
+                      "segments": len(report.transcript), "on_screen_lines": len(report.on_screen), "seconds": report.seconds,
+                      "model_ids": report.model_ids})
+    try:
+        sug = suggest_fast(rt, case)
+        with rt.database.session() as s:
+            repo.add_suggestion(s, case_id, sug, "media-worker")
+    except Exception as exc:  # the case is queued; it just has no stored suggestion yet (a moderator can ask for one)
+        log.warning("media case %s queued without suggestion: %s", case_id, exc)
+    return "queued"
+
+
+def _fail(rt: Runtime, case_id: int, reason: str) -> None:
+    with rt.database.session() as s:
+        row = repo.get(s, case_id)
+        row.status, row.status_detail = "failed", reason
+        audit.append(s, "media-worker", "case.media_failed", "case", case_id, {"reason": reason})
+    log.info("media case %s failed: %s", case_id, reason)
+
+
+class MediaWorker:
+    """One background thread extracting media cases in submission order."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media")
+        self._pending: dict[int, Future[str]] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, case_id: int) -> None:
+        with self._lock:
+            if case_id in self._pending and not self._pending[case_id].done():
+                return
+            self._pending[case_id] = self._pool.submit(process, self.rt, case_id)
+
+    def resume(self) -> int:
+        """Re-submit cases left processing by a previous run (their files are on disk)."""
+        with self.rt.database.session() as s:
+            ids = list(s.scalars(select(CaseRow.id).where(CaseRow.status == "processing", CaseRow.media.is_not(None)).order_by(CaseRow.id)))
+        for case_id in ids:
+            self.submit(case_id)
+        if ids:
+            log.info("resuming media extraction for %d case(s)", len(ids))
+        return len(ids)
+
+    def queued(self) -> int:
+        with self._lock:
+            return sum(1 for f in self._pending.values() if not f.done())
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
