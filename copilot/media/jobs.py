@@ -23,7 +23,7 @@ from copilot.artifacts import sha256_file
 from copilot.errors import CopilotError, MediaTooLarge
 from copilot.media.extract import apply_to_case, extract
 from copilot.runtime import Runtime
-from copilot.schema import Case, MediaReport
+from copilot.schema import Case, MediaReport, Suggestion
 from copilot.store import audit
 from copilot.store import cases as repo
 from copilot.store.models import CaseRow
@@ -123,6 +123,11 @@ def process(rt: Runtime, case_id: int) -> str:
         log.exception("media case %s failed", case_id)
         _fail(rt, case_id, "internal error while reading the media; see the server log")
         return "failed"
+    try:  # before the case enters the queue, so a moderator never opens it without its suggestion
+        sug: Suggestion | None = suggest_fast(rt, case)
+    except Exception as exc:  # queued without a suggestion; a moderator can ask for one
+        log.warning("media case %s queued without suggestion: %s", case_id, exc)
+        sug = None
     with rt.database.session() as s:
         row = repo.get(s, case_id)
         row.payload = case.model_dump(mode="json", exclude={"external_id"})
@@ -133,12 +138,8 @@ def process(rt: Runtime, case_id: int) -> str:
                      {"sha256": report.sha256, "duration_s": report.duration_s, "language": report.language,
                       "segments": len(report.transcript), "on_screen_lines": len(report.on_screen), "seconds": report.seconds,
                       "model_ids": report.model_ids})
-    try:
-        sug = suggest_fast(rt, case)
-        with rt.database.session() as s:
+        if sug is not None:
             repo.add_suggestion(s, case_id, sug, "media-worker")
-    except Exception as exc:  # the case is queued; it just has no stored suggestion yet (a moderator can ask for one)
-        log.warning("media case %s queued without suggestion: %s", case_id, exc)
     return "queued"
 
 

@@ -63,7 +63,8 @@ class MediaInfo:
 
 
 # Formats ffprobe recognises that are not audio or video: images and subtitle/text formats are rejected, not decoded.
-_STILL_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "gif", "webp_pipe", "bmp_pipe", "tiff_pipe", "svg_pipe", "tty", "srt", "webvtt", "ass"}
+_IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "gif", "webp_pipe", "bmp_pipe", "tiff_pipe", "svg_pipe"}
+_TEXT_FORMATS = {"tty", "srt", "webvtt", "ass"}  # ffmpeg reads any text file as "tty" (ANSI art)
 
 
 def probe(path: Path, max_bytes: int, max_seconds: float, timeout_s: float) -> MediaInfo:
@@ -87,8 +88,10 @@ def probe(path: Path, max_bytes: int, max_seconds: float, timeout_s: float) -> M
             raise UnsupportedMedia(f"not a media file ffmpeg can read ({err.splitlines()[-1] if err else 'no container recognised'})")
         raise CorruptMedia(f"ffprobe could not read the file: {err.splitlines()[-1] if err else proc.returncode}")
     fmt_name = str(fmt.get("format_name", ""))
-    if fmt_name in _STILL_FORMATS:
-        raise UnsupportedMedia(f"{fmt_name} is an image or text format, not audio or video")
+    if fmt_name in _IMAGE_FORMATS:
+        raise UnsupportedMedia(f"not a media file: it is a still image ({fmt_name}); send the video or audio")
+    if fmt_name in _TEXT_FORMATS:
+        raise UnsupportedMedia(f"not a media file: it is text ({fmt_name}); put text in the case's fields instead")
     streams = data.get("streams") or []
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     video = next((s for s in streams if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")), None)
