@@ -118,7 +118,7 @@ async def upload_media(request: Request, rt: RuntimeDep, file: Annotated[UploadF
     info: dict[str, Any] = {}
 
     def check(path: Any) -> None:
-        info["probe"] = probe(path, lim["max_bytes"], lim["max_seconds"], lim["timeout_s"])
+        info["probe"] = probe(path, lim["max_bytes"], lim["max_seconds"], lim["timeout_s"], name=file.filename)
 
     def chunks() -> Iterator[bytes]:
         while block := file.file.read(1 << 20):
@@ -144,7 +144,7 @@ async def ingest_path(body: PathIngest, request: Request, rt: RuntimeDep, caller
     info: dict[str, Any] = {}
 
     def check(path: Any) -> None:
-        info["probe"] = probe(path, lim["max_bytes"], lim["max_seconds"], lim["timeout_s"])
+        info["probe"] = probe(path, lim["max_bytes"], lim["max_seconds"], lim["timeout_s"], name=src.name)
 
     stored = await asyncio.to_thread(store_file, rt.settings.media_dir, src, lim["max_bytes"], check)
     p = info["probe"]

@@ -33,6 +33,14 @@
   const fmtScore = (x) => (x === null || x === undefined ? "—" : Number(x).toFixed(2));
   const fmtTime = (s) => (s ? String(s).replace("T", " ").replace(/\.\d+/, "").replace(/\+00:00$|Z$/, "") : "");
   const human = (s) => String(s || "").replace(/_/g, " ");
+  /** Seconds as m:ss (h:mm:ss past an hour), for media times. */
+  function fmtClock(sec) {
+    const t = Math.max(0, Math.floor(Number(sec) || 0));
+    const h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = String(t % 60).padStart(2, "0");
+    return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+  }
+  const fmtBytes = (n) => (n >= 1048576 ? `${(n / 1048576).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1024))} kB`);
+  const MEDIA_TYPES = new Set(["video", "audio"]);
 
   // ------------------------------------------------------------------ API
   class ApiError extends Error {
@@ -52,10 +60,11 @@
     const headers = { Accept: "application/json" };
     const key = getKey();
     if (key) headers.Authorization = `Bearer ${key}`;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const multipart = body instanceof FormData;  // the browser sets the multipart boundary itself
+    if (body !== undefined && !multipart) headers["Content-Type"] = "application/json";
     let resp;
     try {
-      resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      resp = await fetch(path, { method, headers, body: body === undefined || multipart ? body : JSON.stringify(body) });
     } catch (e) {
       throw new ApiError(0, { title: "Network error", detail: `the service did not answer (${e.message})` });
     }
@@ -67,6 +76,26 @@
     if (!resp.ok) throw new ApiError(resp.status, data);
     if (resp.status < 400) setAuth(true);
     return data;
+  }
+
+  /** GET a file (the case's media) with the key in the header, as a Blob: a <video src> could not send the header. */
+  async function apiBlob(path) {
+    const headers = {};
+    const key = getKey();
+    if (key) headers.Authorization = `Bearer ${key}`;
+    let resp;
+    try {
+      resp = await fetch(path, { headers });
+    } catch (e) {
+      throw new ApiError(0, { title: "Network error", detail: `the service did not answer (${e.message})` });
+    }
+    if (!resp.ok) {
+      const text = await resp.text();
+      let data = null;
+      try { data = JSON.parse(text); } catch { data = { detail: text }; }
+      throw new ApiError(resp.status, data);
+    }
+    return resp.blob();
   }
 
   /** POST to an endpoint that answers with server-sent events and call onEvent(name, data) per event (data is JSON).
@@ -189,7 +218,11 @@
   }
 
   // ------------------------------------------------------------------ tabs and keyboard
-  const state = { tab: "queue", queue: [], cursor: null, filters: {}, selected: -1, caseId: null, detail: null, stream: null };
+  const state = {
+    tab: "queue", queue: [], cursor: null, filters: {}, selected: -1, caseId: null, detail: null, stream: null,
+    watch: new Map(), pollTimer: null, polling: false, uploadId: null,  // media cases being extracted (see "media cases" below)
+    player: { id: null, url: null, el: null, pending: null },  // the open case's media, as a blob URL
+  };
 
   function showTab(name) {
     state.tab = name;
@@ -197,6 +230,8 @@
       $(`panel-${t}`).hidden = t !== name;
       $(`tab-${t}`).setAttribute("aria-selected", String(t === name));
     }
+    if (name !== "case" && state.player.el) state.player.el.pause();  // no sound from a panel nobody sees
+    schedulePoll();  // polling follows what is on screen: it pauses on other tabs and resumes here
   }
 
   document.querySelectorAll("[role=tab]").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
@@ -300,12 +335,13 @@
       onfocus: () => { state.selected = i; markSelected(); },
     },
     h("td", { class: "num" }, `#${c.id}`),
-    h("td", {}, h("span", { class: `chip cs-${c.status}`, testid: "queue-status" }, c.status)),
+    h("td", { class: "status" }, h("span", { class: `chip cs-${c.status}`, testid: "queue-status" }, c.status),
+      c.status_detail ? h("div", { class: `small status-detail${c.status === "failed" ? " bad" : " muted"}`, testid: "queue-status-detail" }, c.status_detail) : null),
     h("td", { testid: "queue-top-label" }, c.top_label || h("span", { class: "muted" }, "—")),
     h("td", { class: "num", testid: "queue-top-score" }, fmtScore(c.top_score)),
     h("td", {}, c.content_type),
     h("td", { class: "muted nowrap" }, fmtTime(c.created_at)),
-    h("td", { class: "preview", testid: "queue-preview", title: c.preview }, c.preview)));
+    h("td", { class: "preview", testid: "queue-preview", title: c.preview }, c.preview || h("span", { class: "muted" }, "—"))));
     $("queue-body").replaceChildren(...rows);
     $("queue-empty").hidden = state.queue.length > 0;
     $("load-more").hidden = !state.cursor;
@@ -357,6 +393,222 @@
     });
   });
 
+  // ------------------------------------------------------------------ media upload
+  const FILE_PROBLEMS = new Set([400, 413, 415, 422]);  // the file or a field is the problem: say so under the form
+
+  $("upload-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const file = $("u-file").files[0];
+    if (!file) return;
+    run($("u-submit"), async () => {
+      $("u-submit").textContent = "Uploading…";
+      $("upload-result").dataset.shown = "";
+      $("upload-result").replaceChildren(h("span", { class: "muted" }, `Uploading ${file.name} (${fmtBytes(file.size)})…`));
+      try {
+        const form = new FormData();
+        form.append("file", file, file.name);
+        for (const [field, id] of [["title", "u-title"], ["caption", "u-caption"]]) {
+          const v = $(id).value.trim();
+          if (v) form.append(field, v);
+        }
+        let out;
+        try {
+          out = await api("POST", "/v1/cases", form);
+        } catch (e) {
+          if (!(e instanceof ApiError) || !FILE_PROBLEMS.has(e.status)) { $("upload-result").replaceChildren(); throw e; }
+          $("upload-result").replaceChildren(h("div", { class: "problem", testid: "upload-error", dataset: { status: String(e.status), code: e.code || "" } },
+            h("strong", {}, `${e.title || "Not accepted"} (${e.status})`), ": ", h("span", { testid: "upload-error-detail" }, e.message)));
+          return;
+        }
+        state.uploadId = out.id;
+        renderUploadStatus(out.id, out.status, out.status_detail, out.created ? `${out.kind}, ${fmtClock(out.duration_s)}` : "already ingested");
+        $("upload-form").reset();
+        if (out.status === "processing") watch(out.id);
+        loadQueue(true);
+      } finally {
+        $("u-submit").textContent = "Upload";
+      }
+    });
+  });
+
+  function renderUploadStatus(id, status, detail, note) {
+    const key = JSON.stringify([id, status, detail, note]);
+    if ($("upload-result").dataset.shown === key) return;  // a live region: announce changes, not every poll
+    $("upload-result").dataset.shown = key;
+    $("upload-result").replaceChildren(
+      h("span", { testid: "upload-case-id", dataset: { caseId: String(id) } }, `Case #${id}`),
+      note ? h("span", { class: "muted" }, `(${note})`) : null,
+      h("span", { class: `chip cs-${status}`, testid: "upload-status" }, status),
+      detail ? h("span", { class: status === "failed" ? "bad" : "muted", testid: "upload-status-detail" }, detail) : null,
+      h("button", { type: "button", testid: "upload-open", onclick: () => openCase(id) }, "Open case"));
+  }
+
+  // ------------------------------------------------------------------ media cases: poll until extracted
+  // A case is watched while it is `processing` (and briefly after `queued`, until the worker has stored its suggestion).
+  // Polling runs only while a watched case is on screen (under the upload form, or open in the case view) and the page
+  // is visible; leaving stops it, coming back resumes it.
+  const POLL_MS = 1000;
+  const SUGGESTION_GRACE = 15;  // polls to wait, once queued, for the suggestion the worker stores right after
+
+  function watch(id) {
+    state.watch.set(id, { grace: SUGGESTION_GRACE });
+    schedulePoll();
+  }
+
+  function watchedOnScreen() {
+    if (document.hidden) return [];
+    if (state.tab === "queue" && state.watch.has(state.uploadId)) return [state.uploadId];
+    if (state.tab === "case" && state.watch.has(state.caseId)) return [state.caseId];
+    return [];
+  }
+
+  function schedulePoll() {
+    if (state.polling) return;  // pollOnce schedules the next one when it ends
+    if (!watchedOnScreen().length) {
+      clearTimeout(state.pollTimer);
+      state.pollTimer = null;
+      return;
+    }
+    if (!state.pollTimer) state.pollTimer = setTimeout(pollOnce, POLL_MS);
+  }
+
+  async function pollOnce() {
+    state.pollTimer = null;
+    state.polling = true;
+    try {
+      for (const id of watchedOnScreen()) {
+        let d;
+        try {
+          d = await api("GET", `/v1/cases/${id}`);
+        } catch (e) {
+          state.watch.delete(id);  // reopening the case starts again
+          showError(e);
+          continue;
+        }
+        applyPolled(d);
+      }
+    } finally {
+      state.polling = false;
+      schedulePoll();
+    }
+  }
+
+  const changeKey = (d) => `${d.status}|${d.status_detail || ""}|${d.suggestions.length}|${d.media ? 1 : 0}`;
+
+  function applyPolled(d) {
+    const w = state.watch.get(d.id);
+    const waitingForSuggestion = d.status === "queued" && !d.suggestions.length && w && w.grace-- > 0;
+    if (d.status !== "processing" && !waitingForSuggestion) state.watch.delete(d.id);
+    if (state.uploadId === d.id) {
+      renderUploadStatus(d.id, d.status, d.status_detail || (waitingForSuggestion ? "waiting for the suggestion" : ""),
+        d.media ? `${d.media.kind}, ${fmtClock(d.media.duration_s)}` : "");
+    }
+    const q = state.queue.find((c) => c.id === d.id);
+    if (q && (q.status !== d.status || q.status_detail !== d.status_detail)) {
+      q.status = d.status;
+      q.status_detail = d.status_detail;
+      renderQueue();
+    }
+    if (state.caseId === d.id) {
+      const changed = !state.detail || state.detail.id !== d.id || changeKey(state.detail) !== changeKey(d);
+      state.detail = d;
+      if (changed) renderCase(d);
+    }
+  }
+
+  document.addEventListener("visibilitychange", schedulePoll);
+
+  // ------------------------------------------------------------------ media player
+  const isMediaCase = (d) => !!d.media || MEDIA_TYPES.has(d.case.content_type) || d.status === "processing";
+
+  function dropPlayer() {
+    const p = state.player;
+    if (p.el) p.el.pause();
+    if (p.url) URL.revokeObjectURL(p.url);
+    state.player = { id: null, url: null, el: null, pending: null };
+    $("m-player").replaceChildren();
+  }
+
+  async function loadPlayer(id, kind) {
+    dropPlayer();
+    state.player.id = id;
+    $("m-player").replaceChildren(h("p", { class: "muted", testid: "media-loading" }, "Loading media…"));
+    let blob;
+    try {
+      blob = await apiBlob(`/v1/cases/${id}/media`);
+    } catch (e) {
+      if (state.player.id !== id) return;
+      $("m-player").replaceChildren(h("p", { class: "muted", testid: "media-unavailable", dataset: { status: String(e.status) } },
+        e.status === 404 ? `No media file to play: ${e.message}.` : `The media could not be loaded: ${e.message}`));
+      document.querySelectorAll("button.seek").forEach((b) => { b.disabled = true; });
+      return;
+    }
+    if (state.player.id !== id) return;  // another case was opened meanwhile
+    const url = URL.createObjectURL(blob);
+    const audio = kind === "audio" || blob.type.startsWith("audio/");
+    const el = h(audio ? "audio" : "video", { controls: true, preload: "metadata", src: url, testid: "media-player",
+      "aria-label": `${audio ? "Audio" : "Video"} of case #${id}` });
+    el.addEventListener("error", () => {
+      $("m-player").append(h("p", { class: "bad small", testid: "media-error" },
+        `This browser cannot play the file (${blob.type || "unknown type"}); the times below still point into it.`));
+    });
+    state.player.url = url;
+    state.player.el = el;
+    $("m-player").replaceChildren(el);
+    const pending = state.player.pending;
+    state.player.pending = null;
+    if (pending) seek(pending.t, pending.play);
+  }
+
+  /** Move the open case's player to `t` seconds (and play): from a transcript line or an evidence button. */
+  function seek(t, play) {
+    const el = state.player.el;
+    if (!el) {  // still loading: seek once it is there
+      if (state.player.id === state.caseId) state.player.pending = { t, play };
+      return;
+    }
+    const go = () => {
+      el.currentTime = t;
+      if (play) el.play().catch(() => {});  // refused playback leaves the player at t, paused
+    };
+    if (el.readyState >= 1) go(); else el.addEventListener("loadedmetadata", go, { once: true });
+    el.scrollIntoView({ block: "nearest" });
+  }
+
+  function seekButton(t, label, testid, text) {
+    return h("button", { type: "button", class: "seek small", testid, dataset: { startS: String(t) }, title: `Play from ${fmtClock(t)}`,
+      "aria-label": `Play ${label} from ${fmtClock(t)}`, onclick: () => seek(t, true) }, text);
+  }
+
+  function renderMedia(d) {
+    const show = isMediaCase(d);
+    $("media-card").hidden = !show;
+    if (!show) {
+      if (state.player.id !== null) dropPlayer();
+      return;
+    }
+    const m = d.media;
+    const kind = m ? m.kind : (d.case.content_type === "audio" ? "audio" : "video");
+    $("m-meta").textContent = m ? [m.kind, fmtClock(m.duration_s), [m.video_codec, m.audio_codec].filter(Boolean).join(" + "),
+      m.language ? `language ${m.language}${m.language_probability ? ` (${Math.round(m.language_probability * 100)}%)` : ""}` : "no speech language"]
+      .filter(Boolean).join(" · ") : (d.status === "processing" ? "being read…" : "");
+    const info = [];
+    if (m) {
+      if (m.notes.length) info.push(h("ul", { class: "notes", testid: "media-notes" }, m.notes.map((n) => h("li", {}, n))));
+      const secs = Object.entries(m.seconds || {}).map(([k, v]) => `${k} ${Number(v).toFixed(1)} s`).join(" · ");
+      if (secs) info.push(h("div", { testid: "media-seconds" }, `Extraction: ${secs}${m.frames ? ` · ${m.frames_read}/${m.frames} frames read` : ""}`));
+    }
+    $("m-info").replaceChildren(...info);
+    if (state.player.id !== d.id) loadPlayer(d.id, kind);
+  }
+
+  /** Transcript / on-screen lines with their times; each time is a button that plays the media from there. */
+  function timedLines(lines, label, testid) {
+    return h("ul", { class: "plain timed" }, lines.map((line) => h("li", { testid, dataset: { startS: String(line.start_s), endS: String(line.end_s) } },
+      seekButton(line.start_s, label, `${testid}-seek`, `${fmtClock(line.start_s)}–${fmtClock(line.end_s)}`),
+      " ", h("span", { class: "text" }, line.text))));
+  }
+
   // ------------------------------------------------------------------ case view
   async function openCase(id) {
     showTab("case");
@@ -366,8 +618,11 @@
     $("case-clause").hidden = true;
     await run(null, async () => {
       const detail = await api("GET", `/v1/cases/${id}`);
+      if (state.caseId !== detail.id) return;  // another case was opened while this one loaded
       state.detail = detail;
       renderCase(detail);
+      if (detail.status === "processing" || (detail.status === "queued" && detail.media && !detail.suggestions.length)) watch(detail.id);
+      else schedulePoll();
       $("btn-claim").focus();
     });
   }
@@ -389,21 +644,42 @@
     $("c-meta").textContent = [c.content_type, c.external_id && `ext ${c.external_id}`, c.language,
       c.report_reason && `reported: ${c.report_reason}`, c.reporter_type && `by ${human(c.reporter_type)}`].filter(Boolean).join(" · ");
     $("c-claims").textContent = d.claims.length ? "Claimed by " + d.claims.map((x) => `${x.moderator} at ${fmtTime(x.claimed_at)}`).join("; ") : "Not claimed";
-    $("btn-claim").disabled = d.status === "decided";
+    const pending = d.status === "processing" || d.status === "failed";  // no text to review yet, or never
+    $("btn-claim").disabled = d.status === "decided" || pending;
+    $("btn-resuggest").disabled = pending;
+    $("btn-full").disabled = pending;
+    $("d-submit").disabled = pending;  // the service refuses decisions until there is text to review
+    $("c-processing").hidden = d.status !== "processing";
+    $("c-processing").replaceChildren(h("strong", {}, "Processing"), " — ",
+      h("span", { testid: "case-status-detail" }, d.status_detail || "reading speech and on-screen text"),
+      h("span", { class: "muted small" }, " · this view updates by itself"));
+    $("c-failed").hidden = d.status !== "failed";
+    $("c-failed").replaceChildren(h("strong", {}, "Media processing failed"), " — ",
+      h("span", { testid: "case-status-detail" }, d.status_detail || "no reason was recorded"));
+    renderMedia(d);
 
+    const m = d.media;
+    const timed = {
+      transcript: c.transcript_timing && c.transcript_timing.length ? c.transcript_timing : (m ? m.transcript : []),
+      on_screen_text: c.on_screen_timing && c.on_screen_timing.length ? c.on_screen_timing : (m ? m.on_screen : []),
+    };
     const fields = [];
     for (const [name, title] of Object.entries(FIELD_NAMES)) {
       const v = c[name];
       const empty = v === null || v === undefined || v === "" || (Array.isArray(v) && !v.length);
       const value = name === "comments"
         ? h("ul", { class: "plain comments" }, (v || []).map((x) => h("li", {}, x)))
-        : h("div", { class: "text" }, v || "");
+        : timed[name] && timed[name].length
+          ? timedLines(timed[name], name === "transcript" ? "speech" : "on-screen text", name === "transcript" ? "transcript-line" : "onscreen-line")
+          : h("div", { class: "text" }, v || "");
       fields.push(h("dt", { class: empty ? "muted" : "" }, title),
         h("dd", { testid: `case-field-${name}`, class: empty ? "muted" : "" }, empty ? "—" : value));
     }
     $("c-fields").replaceChildren(...fields);
 
     const latest = d.suggestions.length ? d.suggestions[d.suggestions.length - 1] : null;
+    $("s-none").textContent = d.status === "processing" ? "The suggestion follows once speech and on-screen text are read."
+      : d.status === "failed" ? "No suggestion: the media gave no text to judge." : "No suggestion stored for this case. Use Re-suggest.";
     renderSuggestion(latest, d.suggestions.length);
     renderDecisionForm(latest);
     renderDecisions(d.decisions);
@@ -429,9 +705,16 @@
     const sorted = [...s.scores].sort((a, b) => (b.supported - a.supported) || (b.score - a.score));
     $("s-scores").replaceChildren(...sorted.map(scoreRow));
 
+    const playable = state.detail && isMediaCase(state.detail);
     $("s-evidence").replaceChildren(...(s.evidence && s.evidence.length ? [h("h4", {}, "Evidence"),
-      h("ul", { class: "plain" }, s.evidence.map((e) => h("li", { testid: "evidence-item" },
-        h("span", { class: "muted" }, `${human(e.field)}${e.start_s !== null && e.start_s !== undefined ? ` @${e.start_s}s` : ""}: `), h("q", {}, e.quote))))] : []));
+      h("ul", { class: "plain" }, s.evidence.map((e) => {
+        const timed = e.start_s !== null && e.start_s !== undefined;
+        const range = timed ? ` ${fmtClock(e.start_s)}${e.end_s !== null && e.end_s !== undefined ? `–${fmtClock(e.end_s)}` : ""}` : "";
+        return h("li", { testid: "evidence-item", dataset: { field: e.field, startS: timed ? String(e.start_s) : "" } },
+          timed && playable ? [seekButton(e.start_s, `the ${human(e.field)} evidence`, "evidence-seek", `▶ ${fmtClock(e.start_s)}`), " "] : null,
+          h("span", { class: "muted" }, `${human(e.field)}${range}: `), h("q", { testid: "evidence-quote" }, e.quote),
+          e.label ? [" ", h("span", { class: "tag" }, e.label)] : null);
+      }))] : []));
 
     $("s-corpus").textContent = s.corpus_version;
     $("s-models").replaceChildren(...Object.entries(s.model_ids || {}).map(([k, v]) => h("span", { class: "model" }, h("span", { class: "muted" }, `${k} `), h("code", {}, v))));

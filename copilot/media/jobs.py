@@ -56,7 +56,8 @@ def store_stream(media_dir: Path, chunks: Iterator[bytes], filename: str, conten
     """Write an upload to <media_dir>/<sha256><suffix>, refusing it as soon as it passes max_bytes. `check` (the
     probe) runs on the complete temporary file first: a rejected file is never kept."""
     media_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=media_dir, prefix=".upload-", suffix=".part")
+    # the real suffix, not ".part": ffprobe guesses some formats from it
+    fd, tmp = tempfile.mkstemp(dir=media_dir, prefix=".upload-", suffix=_suffix(filename))
     size = 0
     try:
         with os.fdopen(fd, "wb") as out:

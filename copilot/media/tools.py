@@ -67,8 +67,9 @@ _IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "gif", "webp_pipe", "bmp_pi
 _TEXT_FORMATS = {"tty", "srt", "webvtt", "ass"}  # ffmpeg reads any text file as "tty" (ANSI art)
 
 
-def probe(path: Path, max_bytes: int, max_seconds: float, timeout_s: float) -> MediaInfo:
-    """Check size, container, streams and duration; raise a precise error for each way a file can be unusable."""
+def probe(path: Path, max_bytes: int, max_seconds: float, timeout_s: float, name: str | None = None) -> MediaInfo:
+    """Check size, container, streams and duration; raise a precise error for each way a file can be unusable.
+    `name` is what messages call the file (an upload's own name rather than its temporary one)."""
     size = path.stat().st_size
     if size == 0:
         raise UnsupportedMedia("the file is empty")
@@ -77,7 +78,7 @@ def probe(path: Path, max_bytes: int, max_seconds: float, timeout_s: float) -> M
                             size_bytes=size, limit_bytes=max_bytes)
     proc = run(["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)], min(timeout_s, 30.0),
                "ffprobe", check=False)
-    err = scrub(proc.stderr.decode(errors="replace"), [str(path)]).strip()
+    err = proc.stderr.decode(errors="replace").replace(str(path), name or path.name).strip()
     try:
         data = json.loads(proc.stdout or b"{}")
     except ValueError:
