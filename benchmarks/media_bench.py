@@ -68,6 +68,7 @@ def main() -> None:
           f"{len(transcribers)} Whisper model(s) {rss_model:.0f} MiB")
     print("| clip | stage | median wall s | x real time |")
     print("|---|---|---|---|")
+    child_peak = float("nan")
     with tempfile.TemporaryDirectory() as tmp:
         for d in args.durations:
             clip = make(d, Path(tmp) / f"clip{d}.mp4")
@@ -101,9 +102,25 @@ def main() -> None:
             print(f"| {d} s | fast suggestion on the extracted case | {s_:.3f} | share of case time in media: {e / (e + s_):.1%} |")
             per_day = 1440 * d / e / max(1, settings.whisper_threads)
             print(f"| {d} s | clip-minutes per core per day (whole extraction) | | {per_day:,.0f} |")
+            if d == max(args.durations):
+                child_peak = _child_peak(clip)
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"peak RSS: this process {self_peak:.0f} MiB (classifier, index, Whisper); largest child (ffmpeg/tesseract) {child_peak:.0f} MiB")
+    print(f"peak RSS: this process {self_peak:.0f} MiB (classifier, index, {len(transcribers)} Whisper model(s)); "
+          f"largest ffmpeg / tesseract child on the longest clip {child_peak:.0f} MiB")
+
+
+def _child_peak(clip: Path) -> float:
+    """Peak RSS of the ffmpeg / Tesseract children, measured from a small parent: a child forked from this big process
+    would count the parent's pages until it execs."""
+    import subprocess
+    import sys
+
+    code = ("import resource, sys; from pathlib import Path; from copilot.media.tools import probe; "
+            "from copilot.media.ocr import extract_text; from copilot.media.asr import decode_audio; p = Path(sys.argv[1]); "
+            "i = probe(p, 10**9, 10**4, 60); extract_text(p, i, 1.0, 300, 60); decode_audio(p, 60); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(clip)], capture_output=True, text=True, timeout=300, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

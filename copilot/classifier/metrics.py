@@ -7,11 +7,13 @@ import numpy as np
 
 
 def average_precision(y: np.ndarray, s: np.ndarray) -> float:
-    """Area under the precision-recall curve as the mean of precision at each positive (step-wise, no interpolation)."""
+    """Area under the precision-recall curve as the mean of precision at each positive (step-wise, no interpolation).
+    NaN without positives, and without negatives too: a set of positives only (StrongREJECT's requests) scores 1.0
+    under any ranking, which says nothing; recall at the threshold is the figure for such a set."""
     y = np.asarray(y, dtype=float)
     s = np.asarray(s, dtype=float)
     n_pos = y.sum()
-    if n_pos == 0:
+    if n_pos == 0 or n_pos == len(y):
         return float("nan")
     order = np.argsort(-s, kind="mergesort")
     y, s = y[order], s[order]

@@ -17,6 +17,7 @@ def test_average_precision_hand_computed() -> None:
     assert average_precision(y, s) == pytest.approx((1 + 2 / 3) / 2)
     assert average_precision(np.array([1, 1, 0]), np.array([0.9, 0.8, 0.1])) == pytest.approx(1.0)
     assert math.isnan(average_precision(np.array([0, 0]), np.array([0.3, 0.2])))
+    assert math.isnan(average_precision(np.array([1, 1]), np.array([0.3, 0.2])))  # positives only: no ranking to judge
 
 
 def test_average_precision_ties_are_one_threshold() -> None:
