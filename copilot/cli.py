@@ -314,6 +314,8 @@ def train(out_dir: Annotated[Path | None, typer.Option("--out", help="Model fold
           epochs: Annotated[int, typer.Option(help="Training epochs.")] = 3,
           resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in the output folder.")] = True,
           exclude_source: Annotated[str | None, typer.Option(help="Leave this source out of training and report figures on it (e.g. toxigen_annotated).")] = None,
+          base_model: Annotated[Path | None, typer.Option(help="Sentence-transformers folder to start from (default: the packaged "
+                                                                "all-MiniLM-L6-v2), e.g. an all-mpnet-base-v2 folder for the comparison.")] = None,
           seed: int = 13) -> None:
     """Fine-tune the multi-label classifier, calibrate it on dev, pick thresholds, write the model card."""
     try:
@@ -321,9 +323,10 @@ def train(out_dir: Annotated[Path | None, typer.Option("--out", help="Model fold
     except ImportError as exc:
         fail(ComponentMissing(f"training: {exc}"))
     s = get_settings()
-    if exclude_source and out_dir is None:
-        fail("--exclude-source trains a study model: give --out so the shipped model is not replaced", 2)
-    args = TrainArgs(out_dir=out_dir or s.classifier_path, quick=quick, epochs=1 if quick else epochs, resume=resume, seed=seed, exclude_source=exclude_source)
+    if (exclude_source or base_model) and out_dir is None:
+        fail("--exclude-source / --base-model train a study model: give --out so the shipped model is not replaced", 2)
+    args = TrainArgs(out_dir=out_dir or s.classifier_path, quick=quick, epochs=1 if quick else epochs, resume=resume, seed=seed,
+                     exclude_source=exclude_source, base_model=base_model)
     try:
         run_training(args)
     except CopilotError as exc:

@@ -212,7 +212,8 @@ def run_training(args: TrainArgs) -> dict:
 
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    model_id = f"minilm-multilabel-{datetime.now(UTC).strftime('%Y%m%d')}-s{args.seed}" + (f"-no-{args.exclude_source}" if args.exclude_source else "")
+    family = "mpnet" if "mpnet" in str(base).lower() else "minilm"
+    model_id = f"{family}-multilabel-{datetime.now(UTC).strftime('%Y%m%d')}-s{args.seed}" + (f"-no-{args.exclude_source}" if args.exclude_source else "")
     for stale in ("model.int8.onnx", "model.onnx", "onnx_report.json"):  # exported from the previous weights
         (out / stale).unlink(missing_ok=True)
     model.half().save_pretrained(str(out), safe_serialization=True)
