@@ -85,10 +85,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         token = request_id_var.set(rid)
         t0 = time.perf_counter()
         try:
-            multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+            multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
             if multipart and request.method == "POST" and request.scope["path"] == "/v1/cases":
                 request.scope["path"] = "/v1/cases/media"  # one ingestion URL for JSON cases and media uploads
-            limit = max_media_body if multipart else max_body
+            # the media limit only where media is uploaded; every other route keeps the text-sized one
+            limit = max_media_body if multipart and request.scope["path"] == "/v1/cases/media" else max_body
             length = request.headers.get("content-length")
             if length and length.isdigit() and int(length) > limit:
                 response: Response = errors.problem(413, "payload_too_large", "Payload too large",

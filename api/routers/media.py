@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import mimetypes
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -15,9 +14,9 @@ from pydantic import BaseModel, Field
 
 from api.deps import MODERATE, READ_CASES, Caller, RuntimeDep, require
 from api.routers.cases import CaseId
-from copilot.errors import ComponentMissing, InvalidInput, NotFound
+from copilot.errors import ComponentMissing, Conflict, InvalidInput, NotFound
 from copilot.media.jobs import MediaWorker, StoredMedia, store_file, store_stream, trusted_path
-from copilot.media.tools import probe
+from copilot.media.tools import MediaInfo, probe
 from copilot.schema import Case, ContentType, MediaReport, ReporterType
 from copilot.store import cases as repo
 
@@ -58,14 +57,22 @@ def _worker(request: Request) -> MediaWorker:
     return worker
 
 
-async def _ingest(request: Request, rt: Any, caller: Caller, case: Case, stored: StoredMedia, duration_s: float, kind: str,
+async def _ingest(request: Request, rt: Any, caller: Caller, case: Case, stored: StoredMedia, info: MediaInfo,
                   idempotency_key: str | None) -> MediaCaseCreated:
     worker = _worker(request)
+    duration_s, kind = info.duration_s, info.kind
 
     def write() -> tuple[int, bool, str, str | None]:
-        with rt.database.session() as s:
-            row, created = repo.ingest_media(s, case, {**stored.as_dict(), "duration_s": duration_s, "kind": kind}, caller.name, idempotency_key)
-            return row.id, created, row.status, row.status_detail
+        media = {**stored.as_dict(), "content_type": info.mime, "duration_s": duration_s, "kind": kind}
+        try:
+            with rt.database.session() as s:
+                row, created = repo.ingest_media(s, case, media, caller.name, idempotency_key)
+                return row.id, created, row.status, row.status_detail
+        except Conflict:
+            with rt.database.session() as s:  # the file was stored for nothing: keep it only if another case uses it
+                if not repo.media_in_use(s, stored.path.name):
+                    stored.path.unlink(missing_ok=True)
+            raise
 
     case_id, created, status, detail = await asyncio.to_thread(write)
     if created:
@@ -129,14 +136,14 @@ async def upload_media(request: Request, rt: RuntimeDep, file: Annotated[UploadF
     p = info["probe"]
     if p.kind == "audio":
         case = case.model_copy(update={"content_type": ContentType.audio})
-    return await _ingest(request, rt, caller, case, stored, p.duration_s, p.kind, idempotency_key)
+    return await _ingest(request, rt, caller, case, stored, p, idempotency_key)
 
 
 @router.post("/cases/media/path", response_model=MediaCaseCreated, status_code=202, summary="Ingest a video or audio case from a trusted local path",
-             description="For ingestion pipelines that already hold the file on shared storage: the path must lie under "
-                         "COPILOT_MEDIA_INGEST_ROOTS (403 otherwise, and when that setting is empty). The file is copied "
-                         "into the media store and then handled as an upload.")
-async def ingest_path(body: PathIngest, request: Request, rt: RuntimeDep, caller: Caller = require(*MODERATE)) -> MediaCaseCreated:
+             description="For ingestion pipelines that already hold the file on shared storage: admin keys only, and the path "
+                         "must lie under COPILOT_MEDIA_INGEST_ROOTS (403 otherwise, and when that setting is empty). The file "
+                         "is copied into the media store and then handled as an upload.")
+async def ingest_path(body: PathIngest, request: Request, rt: RuntimeDep, caller: Caller = require("admin")) -> MediaCaseCreated:
     _worker(request)
     await _readable(rt)
     src = trusted_path(body.path, rt.settings.media_ingest_roots)
@@ -151,7 +158,7 @@ async def ingest_path(body: PathIngest, request: Request, rt: RuntimeDep, caller
     case = body.case
     if case.content_type == ContentType.post:
         case = case.model_copy(update={"content_type": ContentType.audio if p.kind == "audio" else ContentType.video})
-    return await _ingest(request, rt, caller, case, stored, p.duration_s, p.kind, None)
+    return await _ingest(request, rt, caller, case, stored, p, None)
 
 
 @router.get("/cases/{case_id}/media", summary="The case's media file (for playback; supports Range requests)",
@@ -165,8 +172,9 @@ def get_media(case_id: CaseId, rt: RuntimeDep, caller: Caller = require(*READ_CA
     path = rt.settings.media_dir / media["file"]
     if not path.is_file():
         raise NotFound(f"the media file of case {case_id} is no longer stored")
-    kind = media.get("content_type") or mimetypes.guess_type(media.get("filename") or path.name)[0] or "application/octet-stream"
-    return FileResponse(path, media_type=kind)
+    # the type the probe found, never the client's: the response must not become HTML in someone's browser
+    return FileResponse(path, media_type=media.get("content_type") or "application/octet-stream",
+                        headers={"X-Content-Type-Options": "nosniff", "Content-Disposition": "inline; filename=media"})
 
 
 @router.get("/cases/{case_id}/media/status", response_model=MediaStatus, summary="Extraction status and the media report (times of every line)")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from copilot.media import models as media_models
-from copilot.media.tools import run
+from copilot.media.tools import MediaInfo, run
 from copilot.schema import TimedLine
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,11 @@ class Transcript:
         return "\n".join(s.text for s in self.segments)
 
 
-def decode_audio(path: Path, timeout_s: float) -> np.ndarray:
-    proc = run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le", "-"],
+def decode_audio(path: Path, timeout_s: float, info: MediaInfo | None = None) -> np.ndarray:
+    """16 kHz mono float32. With `info` (the probe) the child uses the probed demuxer and stops at the checked duration:
+    a container can claim 5 s and hold hours (an MP3 without a length header), and this must not decode them."""
+    source = info.input_args(path) if info is not None else ["-i", str(path)]
+    proc = run(["ffmpeg", "-nostdin", "-v", "error", *source, "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le", "-"],
                timeout_s, "ffmpeg (audio decoding)")
     return np.frombuffer(proc.stdout, dtype=np.int16).astype(np.float32) / 32768.0
 
@@ -59,8 +62,16 @@ class Transcriber:
         self._lock = threading.Lock()
         self._model = WhisperModel(str(folder), device="cpu", compute_type="int8", cpu_threads=threads, local_files_only=True)
 
+    def whisper_language(self, language: str | None) -> str | None:
+        """A case's BCP-47 tag ('en-US', 'pt_BR') as Whisper's code ('en', 'pt'); None (detect) for one Whisper lacks."""
+        if not language:
+            return None
+        primary = language.replace("_", "-").split("-")[0].lower()
+        return primary if primary in set(self._model.supported_languages) else None
+
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
         t0 = time.perf_counter()
+        language = self.whisper_language(language)
         audio_s = len(audio) / SAMPLE_RATE
         if audio_s < 0.1 or float(np.abs(audio).max(initial=0.0)) < 1e-4:  # digital silence: nothing to recognise
             return Transcript([], None, None, audio_s, 0.0, time.perf_counter() - t0)

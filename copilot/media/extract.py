@@ -12,8 +12,8 @@ from pathlib import Path
 
 from copilot.artifacts import sha256_file
 from copilot.config import Settings
-from copilot.errors import NoMediaText
-from copilot.media.asr import Transcriber, decode_audio
+from copilot.errors import CopilotError, NoMediaText
+from copilot.media.asr import SAMPLE_RATE, Transcriber, decode_audio
 from copilot.media.ocr import extract_text
 from copilot.media.tools import check_tools, probe
 from copilot.schema import Case, ContentType, MediaReport
@@ -35,8 +35,11 @@ def extract(path: Path, settings: Settings, transcriber: Transcriber | None, lan
         notes.append("speech recognition skipped")
     else:
         t0 = time.perf_counter()
-        audio = decode_audio(path, settings.media_tool_timeout_s)
+        audio = decode_audio(path, settings.media_tool_timeout_s, info)
         seconds["audio"] = round(time.perf_counter() - t0, 3)
+        if len(audio) / SAMPLE_RATE > info.duration_s + 5 and len(audio) / SAMPLE_RATE >= settings.media_max_seconds - 0.5:
+            notes.append(f"the container says {info.duration_s:.0f} s but holds more audio: only the first "
+                         f"{settings.media_max_seconds:.0f} s were read (COPILOT_MEDIA_MAX_SECONDS)")
         tr = transcriber.transcribe(audio, language)
         seconds["asr"] = round(tr.seconds, 3)
         transcript, lang, lang_p = tr.segments, tr.language, tr.language_probability
@@ -45,12 +48,16 @@ def extract(path: Path, settings: Settings, transcriber: Transcriber | None, lan
     frames = frames_read = 0
     on_screen = []
     if info.video_codec and settings.media_ocr:
-        ocr = extract_text(path, info, settings.media_ocr_fps, settings.media_ocr_max_frames, settings.media_tool_timeout_s)
-        seconds["ocr"] = round(ocr.seconds, 3)
-        on_screen, frames, frames_read = ocr.lines, ocr.frames, ocr.frames_read
-        notes += ocr.notes
-        if not on_screen:
-            notes.append("no on-screen text found")
+        t0 = time.perf_counter()
+        try:
+            ocr = extract_text(path, info, settings.media_ocr_fps, settings.media_ocr_max_frames, settings.media_tool_timeout_s)
+            on_screen, frames, frames_read = ocr.lines, ocr.frames, ocr.frames_read
+            notes += ocr.notes
+            if not on_screen:
+                notes.append("no on-screen text found")
+        except CopilotError as exc:  # the speech already read still makes a case; say what is missing
+            notes.append(f"on-screen text not read: {exc.detail}")
+        seconds["ocr"] = round(time.perf_counter() - t0, 3)
     elif info.video_codec:
         notes.append("on-screen text reading is off (COPILOT_MEDIA_OCR=false)")
     seconds["total"] = round(time.perf_counter() - t_all, 3)

@@ -7,6 +7,7 @@ processing when the service stopped is picked up again at the next start (`resum
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -20,7 +21,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import select
 
 from copilot.artifacts import sha256_file
-from copilot.errors import CopilotError, MediaTooLarge
+from copilot.errors import ComponentMissing, CopilotError, MediaTooLarge
 from copilot.media.extract import apply_to_case, extract
 from copilot.runtime import Runtime
 from copilot.schema import Case, MediaReport, Suggestion
@@ -28,6 +29,7 @@ from copilot.store import audit
 from copilot.store import cases as repo
 from copilot.store.models import CaseRow
 from copilot.suggest import suggest_fast
+from copilot.validate import validate_case
 
 log = logging.getLogger(__name__)
 _SAFE_SUFFIX = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mp3", ".m4a", ".aac", ".wav", ".ogg", ".opus", ".flac", ".3gp"}
@@ -92,6 +94,8 @@ def trusted_path(raw: str, roots: list[Path]) -> Path:
 
     if not roots:
         raise Forbidden("ingestion by local path is off (set COPILOT_MEDIA_INGEST_ROOTS to the folders it may read)")
+    if "\x00" in raw:
+        raise InvalidInput("the path contains a NUL character")
     path = Path(raw).resolve()
     if not any(path.is_relative_to(root.resolve()) for root in roots):
         raise Forbidden(f"{raw} is outside the ingestion folders (COPILOT_MEDIA_INGEST_ROOTS)")
@@ -113,8 +117,15 @@ def process(rt: Runtime, case_id: int) -> str:
         row.status_detail = "extracting speech and on-screen text"
     path = settings.media_dir / media["file"]
     try:
-        report: MediaReport = extract(path, settings, rt.media, submitted.language)
+        transcriber = rt.media
+    except ComponentMissing as exc:  # not the file's fault: leave it processing; the next start (or submit) retries it
+        log.warning("media case %s waits: %s", case_id, exc.detail)
+        _set_detail(rt, case_id, "waiting for the speech model or media tools (see GET /readyz)")
+        return "processing"
+    try:
+        report: MediaReport = extract(path, settings, transcriber, submitted.language)
         case = apply_to_case(submitted.model_copy(update={"external_id": None}), report)
+        validate_case(case, settings)  # the same limits as a text case (a long transcript plus many captions can pass them)
     except CopilotError as exc:
         _fail(rt, case_id, f"{exc.code}: {exc.detail}" if exc.safe else "internal error; see the server log")
         if not exc.safe:
@@ -130,7 +141,10 @@ def process(rt: Runtime, case_id: int) -> str:
         log.warning("media case %s queued without suggestion: %s", case_id, exc)
         sug = None
     with rt.database.session() as s:
-        row = repo.get(s, case_id)
+        row = repo.get(s, case_id, for_update=True)
+        if row.status != "processing":  # another worker (a second replica resuming) finished it first
+            log.info("media case %s is already %s; this extraction is dropped", case_id, row.status)
+            return str(row.status)
         row.payload = case.model_dump(mode="json", exclude={"external_id"})
         row.text_hash = repo.text_hash(case)
         row.media = {**media, "report": report.model_dump(mode="json")}
@@ -144,12 +158,26 @@ def process(rt: Runtime, case_id: int) -> str:
     return "queued"
 
 
+def _set_detail(rt: Runtime, case_id: int, detail: str) -> None:
+    with rt.database.session() as s:
+        repo.get(s, case_id).status_detail = detail
+
+
 def _fail(rt: Runtime, case_id: int, reason: str) -> None:
     with rt.database.session() as s:
-        row = repo.get(s, case_id)
+        row = repo.get(s, case_id, for_update=True)
+        if row.status != "processing":
+            return
         row.status, row.status_detail = "failed", reason
         audit.append(s, "media-worker", "case.media_failed", "case", case_id, {"reason": reason})
     log.info("media case %s failed: %s", case_id, reason)
+
+
+def _log_crash(future: Future[str], *, case_id: int) -> None:
+    """process() reports bad media on the case itself; anything escaping it (a database outage) must at least be logged:
+    the case stays processing and is picked up again at the next start."""
+    if not future.cancelled() and future.exception() is not None:
+        log.error("media worker failed on case %s; it stays processing until the next start", case_id, exc_info=future.exception())
 
 
 class MediaWorker:
@@ -165,7 +193,10 @@ class MediaWorker:
         with self._lock:
             if case_id in self._pending and not self._pending[case_id].done():
                 return
-            self._pending[case_id] = self._pool.submit(process, self.rt, case_id)
+            future = self._pool.submit(process, self.rt, case_id)
+            future.add_done_callback(functools.partial(_log_crash, case_id=case_id))
+            self._pending = {k: v for k, v in self._pending.items() if not v.done()}
+            self._pending[case_id] = future
 
     def resume(self) -> int:
         """Re-submit cases left processing by a previous run (their files are on disk)."""

@@ -37,6 +37,8 @@ class ClipSpec:
     size: tuple[int, int] = (640, 360)
     voice: str = "en-us"
     words_per_minute: int = 150
+    font_size: int | None = None  # default: a twelfth of the height (a typical caption)
+    background: str = "color"  # or "testsrc2": a busy, moving picture
 
 
 def missing_tools() -> list[str]:
@@ -66,10 +68,12 @@ def make_clip(spec: ClipSpec, out: Path) -> Path:
         n = 0
         if spec.video:
             w, h = spec.size
-            inputs += ["-f", "lavfi", "-i", f"color=c=0x1e2a38:s={w}x{h}:d={spec.duration_s}:r=25"]
+            source = f"color=c=0x1e2a38:s={w}x{h}:d={spec.duration_s}:r=25" if spec.background == "color" else \
+                f"testsrc2=s={w}x{h}:d={spec.duration_s}:r=25"
+            inputs += ["-f", "lavfi", "-i", source]
             chain = "[0:v]"
             font = font_file()
-            draws = [f"drawtext=fontfile={font}:text='{_escape(c.text)}':fontcolor=white:fontsize={max(18, h // 12)}:"
+            draws = [f"drawtext=fontfile={font}:text='{_escape(c.text)}':fontcolor=white:fontsize={spec.font_size or max(18, h // 12)}:"
                      f"x=(w-text_w)/2:y=h-{h // 4}:enable='between(t,{c.start_s},{c.end_s})'" for c in spec.captions]
             filters.append(chain + (",".join(draws) if draws else "null") + "[v]")
             n = 1

@@ -51,17 +51,43 @@ class MediaInfo:
     size_bytes: int
     audio_codec: str | None
     video_codec: str | None
-    width: int | None
+    width: int | None  # as displayed: rotation metadata applied
     height: int | None
+    max_seconds: float = 600.0  # the limit the file was checked against: decoders stop there whatever the container claims
 
     @property
     def kind(self) -> str:
         return "video" if self.video_codec else "audio"
 
+    @property
+    def demuxer(self) -> str:
+        """The demuxer ffprobe chose, passed to every decoder child as `-f` so it cannot pick another one."""
+        return self.format_name.split(",")[0]
+
+    @property
+    def mime(self) -> str:
+        """The playback Content-Type, from what the file is (never from what the client said it is)."""
+        return (_AUDIO_MIME if self.kind == "audio" else _MIME).get(self.demuxer, "application/octet-stream")
+
+    def input_args(self, path: Path) -> list[str]:
+        """ffmpeg input options: the probed demuxer, no external references, and at most the checked duration."""
+        return ["-f", self.demuxer, "-t", f"{self.max_seconds:.3f}", "-i", str(path)]
+
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
+# Containers we decode. Anything else ffmpeg recognises is refused: playlists and concat lists (hls, concat) would make
+# the decoder read OTHER files on this server, past the size and duration checks made on the list itself.
+_ALLOWED_DEMUXERS = {"mov", "matroska", "mp3", "wav", "ogg", "flac", "aac", "avi", "mpegts", "flv", "asf", "amr", "caf", "aiff", "w64"}
+_MIME = {"mov": "video/mp4", "matroska": "video/webm", "avi": "video/x-msvideo", "mpegts": "video/mp2t", "flv": "video/x-flv",
+         "asf": "video/x-ms-asf", "ogg": "video/ogg"}
+_AUDIO_MIME = {"mov": "audio/mp4", "mp3": "audio/mpeg", "wav": "audio/wav", "ogg": "audio/ogg", "flac": "audio/flac", "aac": "audio/aac",
+               "matroska": "audio/webm", "amr": "audio/amr", "caf": "audio/x-caf", "aiff": "audio/aiff", "w64": "audio/wav", "asf": "audio/x-ms-wma"}
+# File signatures of the containers above: an unreadable file that starts like one is corrupt (422), not foreign (415).
+_MAGIC = (b"ftyp", b"RIFF", b"ID3", b"OggS", b"\x1aE\xdf\xa3", b"fLaC", b"FLV", b"\xff\xfb", b"\xff\xf3")
+MAX_SIDE = 7680  # 8K: larger frames would cost the decoder child hundreds of MB each
+MIN_SIDE = 16
 # Formats ffprobe recognises that are not audio or video: images and subtitle/text formats are rejected, not decoded.
 _IMAGE_FORMATS = {"image2", "png_pipe", "jpeg_pipe", "gif", "webp_pipe", "bmp_pipe", "tiff_pipe", "svg_pipe"}
 _TEXT_FORMATS = {"tty", "srt", "webvtt", "ass"}  # ffmpeg reads any text file as "tty" (ANSI art)
@@ -85,14 +111,19 @@ def probe(path: Path, max_bytes: int, max_seconds: float, timeout_s: float, name
         data = {}
     fmt = data.get("format") or {}
     if proc.returncode != 0 or not fmt:
-        if "Invalid data found" in err or not fmt:
-            raise UnsupportedMedia(f"not a media file ffmpeg can read ({err.splitlines()[-1] if err else 'no container recognised'})")
-        raise CorruptMedia(f"ffprobe could not read the file: {err.splitlines()[-1] if err else proc.returncode}")
+        last = err.splitlines()[-1] if err else "no container recognised"
+        with path.open("rb") as f:
+            head = f.read(16)
+        if any(m in head for m in _MAGIC):
+            raise CorruptMedia(f"the file looks like audio or video but cannot be read (truncated or damaged?): {last}")
+        raise UnsupportedMedia(f"not a media file ffmpeg can read ({last})")
     fmt_name = str(fmt.get("format_name", ""))
     if fmt_name in _IMAGE_FORMATS:
         raise UnsupportedMedia(f"not a media file: it is a still image ({fmt_name}); send the video or audio")
     if fmt_name in _TEXT_FORMATS:
         raise UnsupportedMedia(f"not a media file: it is text ({fmt_name}); put text in the case's fields instead")
+    if fmt_name.split(",")[0] not in _ALLOWED_DEMUXERS:
+        raise UnsupportedMedia(f"the {fmt_name} format is not accepted; send MP4, MOV, WebM/MKV, AVI, MP3, WAV, OGG, FLAC or AAC")
     streams = data.get("streams") or []
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     video = next((s for s in streams if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")), None)
@@ -109,10 +140,26 @@ def probe(path: Path, max_bytes: int, max_seconds: float, timeout_s: float, name
     if duration > max_seconds:
         raise MediaTooLarge(f"the media lasts {duration:.0f} s; the limit is {max_seconds:.0f} s (COPILOT_MEDIA_MAX_SECONDS)",
                             duration_s=round(duration, 1), limit_s=max_seconds)
+    width = height = None
+    if video is not None:
+        width, height = int(video.get("width") or 0), int(video.get("height") or 0)
+        if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+            raise UnsupportedMedia(f"the video is {width}x{height} pixels; each side must be {MIN_SIDE} to {MAX_SIDE}")
+        if _rotation(video) in (90, 270):  # phones store portrait video as landscape plus a rotation; ffmpeg applies it
+            width, height = height, width
     return MediaInfo(format_name=fmt_name, duration_s=round(duration, 3), size_bytes=size,
                      audio_codec=audio.get("codec_name") if audio else None, video_codec=video.get("codec_name") if video else None,
-                     width=int(video["width"]) if video and video.get("width") else None,
-                     height=int(video["height"]) if video and video.get("height") else None)
+                     width=width, height=height, max_seconds=max_seconds)
+
+
+def _rotation(stream: dict[str, Any]) -> int:
+    values = [stream.get("tags", {}).get("rotate")] + [sd.get("rotation") for sd in stream.get("side_data_list") or []]
+    for v in values:
+        try:
+            return int(float(str(v))) % 360
+        except (TypeError, ValueError):
+            continue
+    return 0
 
 
 def _duration(fmt: dict[str, Any], streams: list[dict[str, Any]]) -> float | None:

@@ -81,12 +81,17 @@ def ingest_media(s: Session, case: Case, media: dict[str, Any], actor: str, idem
     return row, True
 
 
+def media_in_use(s: Session, file_name: str) -> bool:
+    """Whether any case keeps this stored media file (uploads are stored by content hash, so cases can share one)."""
+    return any((m or {}).get("file") == file_name for m in s.scalars(select(CaseRow.media).where(CaseRow.media.is_not(None))))
+
+
 def to_case(row: CaseRow) -> Case:
     return Case(external_id=row.external_id, **row.payload)
 
 
-def get(s: Session, case_id: int) -> CaseRow:
-    row = s.get(CaseRow, case_id)
+def get(s: Session, case_id: int, for_update: bool = False) -> CaseRow:
+    row = s.get(CaseRow, case_id, with_for_update=for_update)
     if row is None:
         raise NotFound(f"no case {case_id}")
     return row

@@ -51,6 +51,12 @@ def clips(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> dict[
     data = out["threat"].read_bytes()
     (d / "truncated.mp4").write_bytes(data[: len(data) // 3])
     out["truncated"] = d / "truncated.mp4"
+    out["small_caption"] = make_clip(ClipSpec(5, captions=[Shown("kill yourself loser", 2, 5)], audio=False, size=(1280, 720), font_size=28),
+                                     d / "small.mp4")
+    (d / "list.m3u8").write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n{out['threat']}\n#EXT-X-ENDLIST\n")
+    out["playlist"] = d / "list.m3u8"
+    (d / "list.ffconcat").write_text(f"ffconcat version 1.0\nfile {out['threat'].name}\nduration 10.0\n")
+    out["concat"] = d / "list.ffconcat"
     (d / "notes.txt").write_text("this is a text file, not a video\n" * 20)
     out["text"] = d / "notes.txt"
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=64x64:d=1", "-frames:v", "1",
@@ -118,7 +124,17 @@ def test_silent_clip_gives_no_invented_speech(clips: dict[str, Path], extractor)
     assert apply_to_case(Case(caption="look at this"), report).text() == "look at this"  # a caption still makes a case
 
 
+def test_a_small_caption_on_a_still_picture_is_read(clips: dict[str, Path], extractor) -> None:  # type: ignore[no-untyped-def]
+    """The repeated-frame shortcut must not hide a small caption appearing on an unchanged picture."""
+    report = extractor(clips["small_caption"])
+    line = next((x for x in report.on_screen if "loser" in x.text.lower()), None)
+    assert line is not None, report.on_screen
+    assert 1.5 <= line.start_s <= 3.0
+
+
 @pytest.mark.parametrize(("name", "error", "fragment"), [
+    ("playlist", UnsupportedMedia, "format is not accepted"),  # would make ffmpeg read another file on the server
+    ("concat", UnsupportedMedia, "not accepted|not a media file"),
     ("text", UnsupportedMedia, "not a media file: it is text"),
     ("image", UnsupportedMedia, "not a media file: it is a still image"),
     ("subs_only", UnsupportedMedia, "no audio or video stream"),
@@ -131,13 +147,13 @@ def test_unusable_files_are_refused_with_the_reason(clips: dict[str, Path], sett
     assert str(clips[name].parent) not in info.value.detail  # server paths never reach the client
 
 
-def test_truncated_container_is_an_error_not_a_hang(clips: dict[str, Path], extractor) -> None:  # type: ignore[no-untyped-def]
-    from copilot.errors import CopilotError
+def test_truncated_container_is_corrupt_not_foreign_and_does_not_hang(clips: dict[str, Path], extractor) -> None:  # type: ignore[no-untyped-def]
+    from copilot.errors import CorruptMedia
 
     t0 = time.monotonic()
-    with pytest.raises(CopilotError) as info:
+    with pytest.raises(CorruptMedia, match="truncated or damaged") as info:
         extractor(clips["truncated"])
-    assert info.value.status in (415, 422) and time.monotonic() - t0 < 30
+    assert info.value.status == 422 and time.monotonic() - t0 < 30
 
 
 def test_limits_are_checked_before_decoding(clips: dict[str, Path], settings: Settings, tmp_path: Path) -> None:
@@ -170,14 +186,14 @@ def _upload(client: httpx.Client, path: Path, url: str = "/v1/cases", **fields: 
 
 def test_violating_clip_gets_label_and_time_coded_evidence(server: Server, clips: dict[str, Path]) -> None:
     mod = server.client("moderator")
-    r = _upload(mod, clips["threat"], caption="see you soon", external_id="media-threat-1")
+    r = _upload(mod, clips["threat"], caption="see you soon", external_id="media-threat-1", language="en-US")
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["status"] == "processing" and body["kind"] == "video" and body["duration_s"] == pytest.approx(10, abs=0.2)
     detail = _wait(mod, body["id"])
     assert detail["status"] == "queued", detail["status_detail"]
     case = detail["case"]
-    assert case["caption"] == "see you soon" and case["language"] == "en" and case["content_type"] == "video"
+    assert case["caption"] == "see you soon" and case["language"] == "en-US" and case["content_type"] == "video"
     assert wer(THREAT, case["transcript"]) < 0.15 and detail["media"]["on_screen"]
     sug = detail["suggestions"][-1]["suggestion"]
     assert "harassment/threatening" in sug["labels"], sug["rationale"]
@@ -186,13 +202,16 @@ def test_violating_clip_gets_label_and_time_coded_evidence(server: Server, clips
     assert ev["field"] == "transcript" and ev["quote"] in case["transcript"]
     assert 1.0 <= ev["start_s"] <= 3.0 and ev["end_s"] > ev["start_s"]  # said from 2.0 s
     # The same upload again is the same case; the same external id with another file is a conflict.
-    again = _upload(mod, clips["threat"], caption="see you soon", external_id="media-threat-1")
+    again = _upload(mod, clips["threat"], caption="see you soon", external_id="media-threat-1", language="en-US")
     assert again.status_code == 202 and again.json() == {**again.json(), "id": body["id"], "created": False}
+    stored_before = set(server.runtime.settings.media_dir.iterdir())
     clash = _upload(mod, clips["neutral"], caption="see you soon", external_id="media-threat-1")
     assert clash.status_code == 409 and clash.headers["content-type"].startswith("application/problem+json")
+    assert set(server.runtime.settings.media_dir.iterdir()) == stored_before  # the refused file is not kept
     # The file plays back, with Range for seeking.
     media = mod.get(f"/v1/cases/{body['id']}/media", headers={"Range": "bytes=0-1023"})
     assert media.status_code == 206 and media.content == clips["threat"].read_bytes()[:1024]
+    assert media.headers["content-type"] == "video/mp4" and media.headers["x-content-type-options"] == "nosniff"
     # Every step is in the audit chain.
     audit = server.client("auditor").get("/v1/audit/verify").json()
     assert audit["ok"] is True
@@ -212,6 +231,14 @@ def test_bad_uploads_are_problems_and_store_nothing(server: Server, clips: dict[
     assert set(server.runtime.settings.media_dir.glob("*")) == stored
 
 
+def test_media_body_limit_applies_only_where_media_is_uploaded(server: Server) -> None:
+    """A multipart body is allowed media-sized only on the upload route; elsewhere the text-sized limit holds."""
+    limit = server.runtime.settings.max_text_chars * 4 * server.runtime.settings.max_batch + 64 * 1024
+    body = b"x" * (limit + 1)
+    r = httpx.post(server.url + "/v1/moderations", content=body, headers={"Content-Type": "multipart/form-data; boundary=zz"}, timeout=60)
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+
 def test_silent_clip_ends_failed_with_the_reason(server: Server, clips: dict[str, Path]) -> None:
     mod = server.client("moderator")
     r = _upload(mod, clips["silent"])
@@ -223,11 +250,13 @@ def test_silent_clip_ends_failed_with_the_reason(server: Server, clips: dict[str
 
 
 def test_trusted_path_ingestion_is_confined_to_its_roots(server: Server, clips: dict[str, Path]) -> None:
-    mod = server.client("moderator")
+    mod = server.client("admin")
     r = mod.post("/v1/cases/media/path", json={"path": str(clips["threat"]), "case": {"title": "from storage"}})
     assert r.status_code == 403 and "COPILOT_MEDIA_INGEST_ROOTS" in r.json()["detail"]  # off by default
     server.runtime.settings.media_ingest_roots = [clips["threat"].parent]
     try:
+        assert server.client("moderator").post("/v1/cases/media/path", json={"path": str(clips["threat"])}).status_code == 403
+        assert mod.post("/v1/cases/media/path", json={"path": str(clips["threat"].parent) + "/x\u0000.mp4"}).status_code == 422
         r = mod.post("/v1/cases/media/path", json={"path": str(clips["audio_only"]), "case": {"title": "from storage"}})
         assert r.status_code == 202 and r.json()["kind"] == "audio", r.text
         detail = _wait(mod, r.json()["id"])
