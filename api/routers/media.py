@@ -18,6 +18,7 @@ from copilot.errors import ComponentMissing, Conflict, InvalidInput, NotFound
 from copilot.media.jobs import MediaWorker, StoredMedia, store_file, store_stream, trusted_path
 from copilot.media.tools import MediaInfo, probe
 from copilot.schema import Case, ContentType, MediaReport, ReporterType
+from copilot.store import audit
 from copilot.store import cases as repo
 
 router = APIRouter(prefix="/v1", tags=["media"])
@@ -175,6 +176,29 @@ def get_media(case_id: CaseId, rt: RuntimeDep, caller: Caller = require(*READ_CA
     # the type the probe found, never the client's: the response must not become HTML in someone's browser
     return FileResponse(path, media_type=media.get("content_type") or "application/octet-stream",
                         headers={"X-Content-Type-Options": "nosniff", "Content-Disposition": "inline; filename=media"})
+
+
+@router.post("/cases/{case_id}/media/retry", response_model=MediaStatus, status_code=202,
+             summary="Extract a failed media case again (after a fix: a model installed, a limit raised)")
+async def retry_media(case_id: CaseId, request: Request, rt: RuntimeDep, caller: Caller = require(*MODERATE)) -> MediaStatus:
+    worker = _worker(request)
+    await _readable(rt)
+
+    def reset() -> MediaStatus:
+        with rt.database.session() as s:
+            row = repo.get(s, case_id, for_update=True)
+            if not row.media:
+                raise NotFound(f"case {case_id} has no media")
+            if row.status != "failed":
+                raise Conflict(f"case {case_id} is {row.status}; only failed media cases are retried")
+            row.status, row.status_detail = "processing", "waiting for the media worker (retry)"
+            audit.append(s, caller.name, "case.media_retry", "case", case_id, {"previous_reason": row.media.get("failure")})
+            return MediaStatus(id=row.id, status=row.status, status_detail=row.status_detail, filename=row.media.get("filename"),
+                               sha256=row.media["sha256"], report=None)
+
+    out = await asyncio.to_thread(reset)
+    worker.submit(case_id)
+    return out
 
 
 @router.get("/cases/{case_id}/media/status", response_model=MediaStatus, summary="Extraction status and the media report (times of every line)")

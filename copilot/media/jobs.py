@@ -169,6 +169,7 @@ def _fail(rt: Runtime, case_id: int, reason: str) -> None:
         if row.status != "processing":
             return
         row.status, row.status_detail = "failed", reason
+        row.media = {**(row.media or {}), "failure": reason}
         audit.append(s, "media-worker", "case.media_failed", "case", case_id, {"reason": reason})
     log.info("media case %s failed: %s", case_id, reason)
 

@@ -247,6 +247,14 @@ def test_silent_clip_ends_failed_with_the_reason(server: Server, clips: dict[str
     assert detail["status"] == "failed" and "no_media_text" in detail["status_detail"] and "no speech" in detail["status_detail"]
     assert mod.post(f"/v1/cases/{r.json()['id']}/suggest").status_code == 409
     assert mod.post(f"/v1/cases/{r.json()['id']}/claim").status_code == 409
+    # A failed case can be extracted again (here it fails again, for the same reason), and the retry is audited.
+    retry = mod.post(f"/v1/cases/{r.json()['id']}/media/retry")
+    assert retry.status_code == 202 and retry.json()["status"] == "processing"
+    assert _wait(mod, r.json()["id"])["status"] == "failed"
+    assert mod.post(f"/v1/cases/{r.json()['id']}/media/retry").status_code == 202
+    _wait(mod, r.json()["id"])
+    text_case = mod.post("/v1/cases", json={"caption": "a plain text case"}).json()["cases"][0]["id"]
+    assert mod.post(f"/v1/cases/{text_case}/media/retry").status_code == 404  # no media to retry
 
 
 def test_trusted_path_ingestion_is_confined_to_its_roots(server: Server, clips: dict[str, Path]) -> None:
