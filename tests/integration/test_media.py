@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -57,6 +58,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> dict[
     out["playlist"] = d / "list.m3u8"
     (d / "list.ffconcat").write_text(f"ffconcat version 1.0\nfile {out['threat'].name}\nduration 10.0\n")
     out["concat"] = d / "list.ffconcat"
+    data = b"\x00" * 16000  # a WAV whose format tag no decoder knows: an unsupported codec in a valid container
+    fmt = struct.pack("<HHIIHH", 0x1234, 1, 16000, 32000, 2, 16)
+    (d / "odd.wav").write_bytes(b"RIFF" + struct.pack("<I", 20 + len(fmt) + len(data)) + b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt
+                                + b"data" + struct.pack("<I", len(data)) + data)
+    out["odd_codec"] = d / "odd.wav"
     (d / "notes.txt").write_text("this is a text file, not a video\n" * 20)
     out["text"] = d / "notes.txt"
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=64x64:d=1", "-frames:v", "1",
@@ -138,6 +144,7 @@ def test_a_small_caption_on_a_still_picture_is_read(clips: dict[str, Path], extr
     ("text", UnsupportedMedia, "not a media file: it is text"),
     ("image", UnsupportedMedia, "not a media file: it is a still image"),
     ("subs_only", UnsupportedMedia, "no audio or video stream"),
+    ("odd_codec", UnsupportedMedia, "unsupported audio codec"),
 ])
 def test_unusable_files_are_refused_with_the_reason(clips: dict[str, Path], settings: Settings, name: str, error: type, fragment: str) -> None:
     from copilot.media.tools import probe
@@ -219,6 +226,7 @@ def test_violating_clip_gets_label_and_time_coded_evidence(server: Server, clips
 
 @pytest.mark.parametrize(("name", "status", "code"), [
     ("text", 415, "unsupported_media"), ("image", 415, "unsupported_media"), ("subs_only", 415, "unsupported_media"),
+    ("odd_codec", 415, "unsupported_media"), ("playlist", 415, "unsupported_media"), ("truncated", 422, "corrupt_media"),
 ])
 def test_bad_uploads_are_problems_and_store_nothing(server: Server, clips: dict[str, Path], name: str, status: int, code: str) -> None:
     mod = server.client("moderator")
