@@ -316,6 +316,8 @@ def train(out_dir: Annotated[Path | None, typer.Option("--out", help="Model fold
           exclude_source: Annotated[str | None, typer.Option(help="Leave this source out of training and report figures on it (e.g. toxigen_annotated).")] = None,
           base_model: Annotated[Path | None, typer.Option(help="Sentence-transformers folder to start from (default: the packaged "
                                                                 "all-MiniLM-L6-v2), e.g. an all-mpnet-base-v2 folder for the comparison.")] = None,
+          teacher: Annotated[Path | None, typer.Option(help="Distil: a stronger classifier folder (trained on the same split) whose "
+                                                             "scores fill the labels each source leaves unannotated.")] = None,
           seed: int = 13) -> None:
     """Fine-tune the multi-label classifier, calibrate it on dev, pick thresholds, write the model card."""
     try:
@@ -326,7 +328,7 @@ def train(out_dir: Annotated[Path | None, typer.Option("--out", help="Model fold
     if (exclude_source or base_model) and out_dir is None:
         fail("--exclude-source / --base-model train a study model: give --out so the shipped model is not replaced", 2)
     args = TrainArgs(out_dir=out_dir or s.classifier_path, quick=quick, epochs=1 if quick else epochs, resume=resume, seed=seed,
-                     exclude_source=exclude_source, base_model=base_model)
+                     exclude_source=exclude_source, base_model=base_model, teacher_dir=teacher)
     try:
         run_training(args)
     except CopilotError as exc:

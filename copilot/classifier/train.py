@@ -49,6 +49,10 @@ class TrainArgs:
     max_train: int | None = None
     ckpt_every: int = 200
     base_model: Path | None = None
+    # Distillation: a stronger classifier's calibrated scores fill the labels a row's source does not annotate (masked
+    # otherwise), weighted teacher_weight. The teacher must have been trained on the same train split (never dev).
+    teacher_dir: Path | None = None
+    teacher_weight: float = 0.5
     extra: dict = field(default_factory=dict)
 
 
@@ -107,6 +111,33 @@ def prepare(args: TrainArgs):  # type: ignore[no-untyped-def]
     return corpus, train, dev, held, labels, supported, unsupported, counts, n_overlap
 
 
+def teacher_scores(teacher_dir: Path, rows: list[D.Example], labels: list[str]) -> np.ndarray:
+    """Calibrated teacher probabilities for each row and label (0 where the teacher lacks the label), cached on disk
+    next to the teacher by text hash: scoring 12k rows with a large model takes minutes."""
+    import hashlib
+
+    from copilot.classifier.inference import Classifier
+
+    cache_path = teacher_dir / "teacher_cache.npz"
+    cache: dict[str, np.ndarray] = {}
+    if cache_path.exists():
+        with np.load(cache_path) as z:
+            cache = {k: z[k] for k in z.files}
+    keys = [hashlib.sha256(e.text.encode()).hexdigest()[:24] for e in rows]
+    todo = sorted({k: e.text for k, e in zip(keys, rows, strict=True) if k not in cache}.items())
+    if todo:
+        teacher = Classifier(teacher_dir, backend="torch")
+        from tqdm.auto import tqdm
+
+        for s in tqdm(range(0, len(todo), 64), desc="teacher scores", unit="batch"):
+            chunk = todo[s : s + 64]
+            probs = teacher.predict_proba([t for _, t in chunk])
+            for (k, _), p in zip(chunk, probs, strict=True):
+                cache[k] = np.array([p[teacher.labels.index(l)] if l in teacher.labels else 0.0 for l in labels], dtype=np.float32)
+        np.savez(cache_path, **cache)  # type: ignore[arg-type]
+    return np.stack([cache[k] for k in keys]).astype(np.float32)
+
+
 def run_training(args: TrainArgs) -> dict:
     import torch
     from tqdm.auto import tqdm
@@ -142,6 +173,11 @@ def run_training(args: TrainArgs) -> dict:
     train_ids = encode(train)
     Y = torch.tensor(np.stack([e.y[li] for e in train]))
     M = torch.tensor(np.stack([e.mask[li] for e in train]))
+    if args.teacher_dir is not None:
+        T = torch.tensor(teacher_scores(args.teacher_dir, train, labels))
+        Y = torch.where(M > 0, Y, T)
+        M = torch.where(M > 0, M, torch.full_like(M, args.teacher_weight))
+        print(f"teacher {args.teacher_dir.name}: {int((M == args.teacher_weight).sum())} masked label slots filled with its scores")
     W = torch.tensor([e.weight for e in train], dtype=torch.float32)
     pos = (Y * M).sum(0)
     neg = ((1 - Y) * M).sum(0)
@@ -213,7 +249,7 @@ def run_training(args: TrainArgs) -> dict:
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     family = "mpnet" if "mpnet" in str(base).lower() else "minilm"
-    model_id = f"{family}-multilabel-{datetime.now(UTC).strftime('%Y%m%d')}-s{args.seed}" + (f"-no-{args.exclude_source}" if args.exclude_source else "")
+    model_id = f"{family}-multilabel-{datetime.now(UTC).strftime('%Y%m%d')}-s{args.seed}" + (f"-no-{args.exclude_source}" if args.exclude_source else "") + ("-distilled" if args.teacher_dir else "")
     for stale in ("model.int8.onnx", "model.onnx", "onnx_report.json"):  # exported from the previous weights
         (out / stale).unlink(missing_ok=True)
     model.half().save_pretrained(str(out), safe_serialization=True)

@@ -27,7 +27,8 @@ def test_health_and_ready(server: Server) -> None:
     r = httpx.get(server.url + "/readyz")
     assert r.status_code == 200
     comps = {c["name"]: c for c in r.json()["components"]}
-    assert set(comps) == {"corpus", "index", "classifier", "database", "llm", "llm_prefix"}
+    assert set(comps) == {"corpus", "index", "classifier", "database", "llm", "media", "llm_prefix"}
+    assert comps["media"]["required"] is False and comps["media"]["status"] in ("ready", "loading")  # optional: never gates readiness
     assert all(comps[n]["status"] == "ready" for n in ("corpus", "index", "classifier", "database"))
     assert comps["llm"]["status"] == "not_configured" and comps["llm_prefix"]["status"] == "not_configured"
     assert r.headers["x-request-id"]

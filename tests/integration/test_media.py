@@ -191,6 +191,16 @@ def _upload(client: httpx.Client, path: Path, url: str = "/v1/cases", **fields: 
         return client.post(url, files={"file": (path.name, f, "video/mp4")}, data=fields)
 
 
+def test_media_component_reports_ready_with_the_model_id(server: Server, clips: dict[str, Path]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        media = next(c for c in httpx.get(server.url + "/readyz").json()["components"] if c["name"] == "media")
+        if media["status"] != "loading":
+            break
+        time.sleep(0.5)
+    assert media["status"] == "ready" and media["version"] == "whisper-base-ct2-int8" and media["required"] is False
+
+
 def test_violating_clip_gets_label_and_time_coded_evidence(server: Server, clips: dict[str, Path]) -> None:
     mod = server.client("moderator")
     r = _upload(mod, clips["threat"], caption="see you soon", external_id="media-threat-1", language="en-US")
