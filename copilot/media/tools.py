@@ -70,7 +70,7 @@ class MediaInfo:
         return (_AUDIO_MIME if self.kind == "audio" else _MIME).get(self.demuxer, "application/octet-stream")
 
     def input_args(self, path: Path) -> list[str]:
-        """ffmpeg input options: the probed demuxer, no external references, and at most the checked duration."""
+        """ffmpeg input options: the probed (allow-listed) demuxer and at most the checked duration."""
         return ["-f", self.demuxer, "-t", f"{self.max_seconds:.3f}", "-i", str(path)]
 
     def as_dict(self) -> dict[str, Any]:
