@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     whisper_dir: Path | None = Field(None, description="Whisper base CTranslate2 folder; defaults to <data_dir>/models/whisper-base "
                                                        "(scripts/install-media.sh assembles it).")
     whisper_threads: int = Field(2, description="CTranslate2 threads for speech recognition.")
+    whisper_word_times: bool = Field(True, description="Word timestamps: transcript lines end at sentences and pauses (at most 8 s), so "
+                                                       "evidence points at seconds, not at a 30 s segment.")
     whisper_beam_size: int = Field(5, ge=1, le=10, description="Beam width; 1 (greedy) is faster but misheard test speech (benchmarks/RESULTS.md).")
     media_max_bytes: int = Field(100 * 1024 * 1024, description="Larger uploads are rejected with 413.")
     media_max_seconds: float = Field(600.0, description="Longer media are rejected with 413 (checked before any decoding).")

@@ -130,7 +130,8 @@ class Runtime:
 
         def load():  # type: ignore[no-untyped-def]
             check_tools(ocr=self.settings.media_ocr)
-            return Transcriber(self.settings.whisper_path, self.settings.whisper_threads, self.settings.whisper_beam_size)
+            return Transcriber(self.settings.whisper_path, self.settings.whisper_threads, self.settings.whisper_beam_size,
+                               self.settings.whisper_word_times)
 
         return self._get("media", load)
 

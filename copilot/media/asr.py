@@ -50,15 +50,43 @@ def decode_audio(path: Path, timeout_s: float, info: MediaInfo | None = None) ->
     return np.frombuffer(proc.stdout, dtype=np.int16).astype(np.float32) / 32768.0
 
 
+# Whisper segments run up to ~30 s; evidence should point at the sentence. Lines end at a sentence end, a pause, or
+# this length, so a quote maps to a few seconds of the clip, not a half-minute segment.
+LINE_MAX_S = 8.0
+PAUSE_S = 0.8
+
+
+def split_by_words(words: list[tuple[str, float, float]]) -> list[TimedLine]:
+    """(word, start, end) triples (Whisper words carry their leading space) into timed lines."""
+    lines: list[TimedLine] = []
+    buf: list[tuple[str, float, float]] = []
+
+    def flush() -> None:
+        text = "".join(w for w, _, _ in buf).strip()
+        if text:
+            lines.append(TimedLine(text=text, start_s=round(buf[0][1], 2), end_s=round(buf[-1][2], 2)))
+        buf.clear()
+
+    for k, (word, start, end) in enumerate(words):
+        if buf and (start - buf[-1][2] > PAUSE_S or end - buf[0][1] > LINE_MAX_S):
+            flush()
+        buf.append((word, start, end))
+        if word.strip().endswith((".", "?", "!")) and k + 1 < len(words):
+            flush()
+    flush()
+    return lines
+
+
 class Transcriber:
     """One Whisper model per process; calls are serialised (CTranslate2 already uses every thread it was given)."""
 
-    def __init__(self, folder: Path, threads: int = 2, beam_size: int = 1) -> None:
+    def __init__(self, folder: Path, threads: int = 2, beam_size: int = 1, word_times: bool = True) -> None:
         from faster_whisper import WhisperModel
 
         media_models.verify(folder)
         self.model_id = media_models.MODEL_ID
         self.beam_size = beam_size
+        self.word_times = word_times
         self._lock = threading.Lock()
         self._model = WhisperModel(str(folder), device="cpu", compute_type="int8", cpu_threads=threads, local_files_only=True)
 
@@ -77,13 +105,14 @@ class Transcriber:
             return Transcript([], None, None, audio_s, 0.0, time.perf_counter() - t0)
         with self._lock:
             segments, info = self._model.transcribe(audio, language=language, beam_size=self.beam_size, vad_filter=True,
-                                                    condition_on_previous_text=False)
+                                                    condition_on_previous_text=False, word_timestamps=self.word_times)
             kept: list[TimedLine] = []
             for seg in segments:  # lazy: recognition happens while iterating
                 text = seg.text.strip()
                 if not text or (seg.no_speech_prob > NO_SPEECH_DROP and seg.avg_logprob < LOGPROB_DROP):
                     continue
-                kept.append(TimedLine(text=text, start_s=round(seg.start, 2), end_s=round(seg.end, 2)))
+                words = [(w.word, w.start, w.end) for w in (seg.words or [])]
+                kept += split_by_words(words) if words else [TimedLine(text=text, start_s=round(seg.start, 2), end_s=round(seg.end, 2))]
         speech_s = float(getattr(info, "duration_after_vad", 0.0) or 0.0)
         if not kept:
             return Transcript([], None, None, audio_s, speech_s, time.perf_counter() - t0)

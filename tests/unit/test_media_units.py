@@ -79,3 +79,17 @@ def test_trusted_paths_stay_inside_their_roots(tmp_path: Path) -> None:
     for sneaky in (str(root / ".." / "secret.txt"), str(root / "link.mp4"), "/etc/passwd"):
         with pytest.raises(Forbidden, match="outside"):
             trusted_path(sneaky, [root])
+
+
+def test_transcript_lines_end_at_sentences_pauses_and_a_length_cap() -> None:
+    from copilot.media.asr import LINE_MAX_S, split_by_words
+
+    words = [(" I", 0.0, 0.2), (" will", 0.2, 0.4), (" hurt", 0.4, 0.6), (" you.", 0.6, 0.9), (" Anyway", 1.0, 1.3), (" the", 1.3, 1.4),
+             (" weather", 1.4, 1.8), (" is", 3.0, 3.2), (" nice", 3.2, 3.5)]  # a 1.2 s pause before "is"
+    lines = split_by_words(words)
+    assert [(x.text, x.start_s, x.end_s) for x in lines] == [("I will hurt you.", 0.0, 0.9), ("Anyway the weather", 1.0, 1.8),
+                                                            ("is nice", 3.0, 3.5)]
+    run_on = [(f" w{i}", i * 0.5, i * 0.5 + 0.4) for i in range(40)]  # 20 s of speech, no punctuation, no pauses
+    lines = split_by_words(run_on)
+    assert len(lines) >= 3 and all(x.end_s - x.start_s <= LINE_MAX_S for x in lines)
+    assert " ".join(x.text for x in lines) == " ".join(w.strip() for w, _, _ in run_on)  # nothing lost or repeated
