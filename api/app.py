@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import errors
+from api.bodylimit import BodyLimit
 from api.metrics import REQUEST_LATENCY
 from api.routers import cases, eval_runs, health, media, moderations, policy
 from copilot import __version__
@@ -104,6 +105,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         finally:
             request_id_var.reset(token)
 
+    # outermost: counts body bytes as they arrive (chunked uploads carry no Content-Length for the check above)
+    app.add_middleware(BodyLimit, text_limit=max_body, media_limit=max_media_body)
     app.include_router(health.router)
     app.include_router(policy.router)
     app.include_router(cases.router)

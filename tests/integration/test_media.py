@@ -257,6 +257,31 @@ def test_media_body_limit_applies_only_where_media_is_uploaded(server: Server) -
     assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
 
 
+def test_chunked_upload_over_the_limit_is_refused_while_it_arrives(server: Server) -> None:
+    """No Content-Length: the limit is enforced on the bytes as they arrive, before Starlette spools them to disk."""
+    limit = server.runtime.settings.media_max_bytes
+    sent = 0
+
+    def body():  # type: ignore[no-untyped-def]
+        nonlocal sent
+        yield b'--zz\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\nContent-Type: video/mp4\r\n\r\n'
+        while sent < limit * 2:
+            sent += 1 << 20
+            yield b"\0" * (1 << 20)
+        yield b"\r\n--zz--\r\n"
+
+    key = server.keys["moderator"]
+    with httpx.Client(timeout=120) as c:
+        try:
+            r = c.post(server.url + "/v1/cases", content=body(), headers={"Content-Type": "multipart/form-data; boundary=zz",
+                                                                          "Authorization": f"Bearer {key}"})
+            assert r.status_code == 413 and r.json()["code"] == "payload_too_large", r.text
+        except httpx.HTTPError:
+            pass  # the server may close the connection while the client is still sending; what matters is below
+    assert sent < limit * 2  # the client was cut off before sending everything
+    assert not list(server.runtime.settings.media_dir.glob(".upload-*"))
+
+
 def test_silent_clip_ends_failed_with_the_reason(server: Server, clips: dict[str, Path]) -> None:
     mod = server.client("moderator")
     r = _upload(mod, clips["silent"])
