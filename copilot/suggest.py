@@ -9,7 +9,8 @@ Abstention rule (fast path), in order:
 2. any supported label whose score lies within `fast_path_margin` of its threshold -> uncertain -> abstain
    (the router sends such cases to the full path when an LLM is configured);
 3. retrieval ranks a prohibition clause of a label the classifier does not support first, with a strong dense
-   match -> abstain, so a human (or the LLM) judges that label.
+   match -> abstain, so a human (or the LLM) judges that label;
+4. the case's language (given, or detected from media speech) is not English -> abstain.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from copilot.validate import validate_case
 
 log = logging.getLogger(__name__)
 
+# Languages the classifier and the retrieval model were trained on. A case declared (or, for media, heard) in another
+# language is escalated: the scores on it mean little, and a confident-looking fast suggestion would mislead.
+SUPPORTED_LANGUAGES = {"en"}
 # Dense cosine similarity above which a retrieved clause of an unsupported label is a strong enough signal to escalate.
 UNSUPPORTED_ESCALATE_SIM = 0.55
 
@@ -102,6 +106,9 @@ def suggest_fast(rt: Runtime, case: Case, scored: Scored | None = None, query_ve
             abstain.append(f"allowance clause {allowance.clause_id} ({allowance.title}) ranks above {best.clause_id}: a human should check the exception")
     if scored.uncertain:
         abstain.append("score close to threshold for " + ", ".join(scored.uncertain))
+    lang = (case.language or "").replace("_", "-").split("-")[0].lower()
+    if lang and lang not in SUPPORTED_LANGUAGES:
+        abstain.append(f"the case is in '{case.language}' and the classifier and policy index are English-only: a human should review it")
     supported = {s.label for s in scored.scores if s.supported}
     if hits:
         top = hits[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ class Transcript:
     audio_s: float
     speech_s: float
     seconds: float  # wall time of decoding + recognition
+    notes: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -97,8 +98,11 @@ class Transcriber:
         primary = language.replace("_", "-").split("-")[0].lower()
         return primary if primary in set(self._model.supported_languages) else None
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
+    def transcribe(self, audio: np.ndarray, language: str | None = None, time_limit_s: float | None = None) -> Transcript:
+        """Segments are consumed one at a time; past time_limit_s the rest is not recognised (a note says so): Whisper
+        can loop on audio it misreads (temperature fallbacks), and it runs in-process, so this is its only bound."""
         t0 = time.perf_counter()
+        notes: list[str] = []
         language = self.whisper_language(language)
         audio_s = len(audio) / SAMPLE_RATE
         if audio_s < 0.1 or float(np.abs(audio).max(initial=0.0)) < 1e-4:  # digital silence: nothing to recognise
@@ -113,7 +117,10 @@ class Transcriber:
                     continue
                 words = [(w.word, w.start, w.end) for w in (seg.words or [])]
                 kept += split_by_words(words) if words else [TimedLine(text=text, start_s=round(seg.start, 2), end_s=round(seg.end, 2))]
+                if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
+                    notes.append(f"speech recognised up to {seg.end:.0f} s of {audio_s:.0f} s (time limit COPILOT_MEDIA_TOOL_TIMEOUT_S)")
+                    break
         speech_s = float(getattr(info, "duration_after_vad", 0.0) or 0.0)
         if not kept:
-            return Transcript([], None, None, audio_s, speech_s, time.perf_counter() - t0)
-        return Transcript(kept, info.language, round(float(info.language_probability), 3), audio_s, speech_s, time.perf_counter() - t0)
+            return Transcript([], None, None, audio_s, speech_s, time.perf_counter() - t0, notes)
+        return Transcript(kept, info.language, round(float(info.language_probability), 3), audio_s, speech_s, time.perf_counter() - t0, notes)

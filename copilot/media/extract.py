@@ -40,8 +40,9 @@ def extract(path: Path, settings: Settings, transcriber: Transcriber | None, lan
         if len(audio) / SAMPLE_RATE > info.duration_s + 5 and len(audio) / SAMPLE_RATE >= settings.media_max_seconds - 0.5:
             notes.append(f"the container says {info.duration_s:.0f} s but holds more audio: only the first "
                          f"{settings.media_max_seconds:.0f} s were read (COPILOT_MEDIA_MAX_SECONDS)")
-        tr = transcriber.transcribe(audio, language)
+        tr = transcriber.transcribe(audio, language, time_limit_s=settings.media_tool_timeout_s)
         seconds["asr"] = round(tr.seconds, 3)
+        notes += tr.notes
         transcript, lang, lang_p = tr.segments, tr.language, tr.language_probability
         if not transcript:
             notes.append("no speech detected in the audio track")

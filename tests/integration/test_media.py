@@ -58,6 +58,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> dict[
     out["playlist"] = d / "list.m3u8"
     (d / "list.ffconcat").write_text(f"ffconcat version 1.0\nfile {out['threat'].name}\nduration 10.0\n")
     out["concat"] = d / "list.ffconcat"
+    # Spanish: espeak-ng's French voice is misheard as Czech or Japanese by Whisper base; its Spanish is recognised
+    out["spanish"] = make_clip(ClipSpec(8, speech=[Spoken("Hola a todos, hoy vamos a la playa con nuestros amigos y vamos a nadar.", 0.5)],
+                                        video=False, voice="es", words_per_minute=130), d / "spanish.wav")
     data = b"\x00" * 16000  # a WAV whose format tag no decoder knows: an unsupported codec in a valid container
     fmt = struct.pack("<HHIIHH", 0x1234, 1, 16000, 32000, 2, 16)
     (d / "odd.wav").write_bytes(b"RIFF" + struct.pack("<I", 20 + len(fmt) + len(data)) + b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt
@@ -115,6 +118,28 @@ def test_audio_only_and_captions_only(clips: dict[str, Path], extractor) -> None
     mute = extractor(clips["captions_only"])
     assert mute.transcript == [] and "no audio track" in mute.notes
     assert any("crypto giveaway" in line.text.lower() for line in mute.on_screen), mute.on_screen
+
+
+def test_speech_in_another_language_is_detected_and_escalated(clips: dict[str, Path], extractor, runtime) -> None:  # type: ignore[no-untyped-def]
+    from copilot.media.extract import apply_to_case
+    from copilot.schema import Case
+    from copilot.suggest import suggest_fast
+
+    report = extractor(clips["spanish"])
+    assert report.language == "es" and "playa" in " ".join(x.text for x in report.transcript).lower(), report
+    sug = suggest_fast(runtime, apply_to_case(Case(), report))
+    assert sug.abstained and "'es'" in (sug.abstain_reason or "")  # English-only models: a human reviews it
+
+
+def test_speech_recognition_stops_at_its_time_limit_and_says_so(clips: dict[str, Path], settings: Settings) -> None:
+    from copilot.media.asr import Transcriber, decode_audio
+
+    tr = Transcriber(settings.whisper_path, settings.whisper_threads, settings.whisper_beam_size)
+    audio = decode_audio(clips["neutral"], 60)
+    full = tr.transcribe(audio)
+    cut = tr.transcribe(audio, time_limit_s=0.0)  # stops after the first segment
+    assert len(full.segments) >= 2 and 1 <= len(cut.segments) < len(full.segments)
+    assert full.notes == [] and "time limit" in cut.notes[0]
 
 
 def test_silent_clip_gives_no_invented_speech(clips: dict[str, Path], extractor) -> None:  # type: ignore[no-untyped-def]
