@@ -28,6 +28,17 @@ def _payload(case: Case) -> dict[str, Any]:
     return case.model_dump(mode="json", exclude={"external_id"})
 
 
+def _insert(s: Session, row: CaseRow) -> CaseRow:
+    s.add(row)
+    try:
+        with s.begin_nested():
+            s.flush()
+    except IntegrityError:
+        # A concurrent request inserted the same external id between our check and our insert.
+        raise Conflict(f"case with external_id {row.external_id!r} is being ingested concurrently; retry") from None
+    return row
+
+
 def ingest(s: Session, case: Case, actor: str, idempotency_key: str | None = None, status: str = "queued") -> tuple[CaseRow, bool]:
     """Insert a case, or return the existing one for the same external id / idempotency key (created=False).
 
@@ -41,15 +52,8 @@ def ingest(s: Session, case: Case, actor: str, idempotency_key: str | None = Non
             if existing.payload != _payload(case):
                 raise Conflict(f"a different case was already ingested with {column.key} {value!r} (case {existing.id})", case_id=existing.id)
             return existing, False
-    row = CaseRow(external_id=case.external_id, idempotency_key=idempotency_key, content_type=case.content_type.value,
-                  payload=_payload(case), text_hash=text_hash(case), status=status, created_by=actor)
-    s.add(row)
-    try:
-        with s.begin_nested():
-            s.flush()
-    except IntegrityError:
-        # A concurrent request inserted the same external id between our check and our insert.
-        raise Conflict(f"case with external_id {case.external_id!r} is being ingested concurrently; retry") from None
+    row = _insert(s, CaseRow(external_id=case.external_id, idempotency_key=idempotency_key, content_type=case.content_type.value,
+                             payload=_payload(case), text_hash=text_hash(case), status=status, created_by=actor))
     audit.append(s, actor, "case.create", "case", row.id, {"external_id": case.external_id, "text_hash": row.text_hash})
     return row, True
 
@@ -67,15 +71,9 @@ def ingest_media(s: Session, case: Case, media: dict[str, Any], actor: str, idem
             if not same:
                 raise Conflict(f"a different case was already ingested with {column.key} {value!r} (case {existing.id})", case_id=existing.id)
             return existing, False
-    row = CaseRow(external_id=case.external_id, idempotency_key=idempotency_key, content_type=case.content_type.value,
-                  payload=submitted, text_hash=text_hash(case), status="processing", status_detail="waiting for the media worker",
-                  media={**media, "submitted": submitted, "report": None}, created_by=actor)
-    s.add(row)
-    try:
-        with s.begin_nested():
-            s.flush()
-    except IntegrityError:
-        raise Conflict(f"case with external_id {case.external_id!r} is being ingested concurrently; retry") from None
+    row = _insert(s, CaseRow(external_id=case.external_id, idempotency_key=idempotency_key, content_type=case.content_type.value,
+                             payload=submitted, text_hash=text_hash(case), status="processing", status_detail="waiting for the media worker",
+                             media={**media, "submitted": submitted, "report": None}, created_by=actor))
     audit.append(s, actor, "case.create", "case", row.id, {"external_id": case.external_id, "media_sha256": media["sha256"],
                                                            "filename": media.get("filename")})
     return row, True

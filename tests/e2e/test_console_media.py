@@ -11,56 +11,27 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Server, require_media
+from test_console import _page, browser, use_key  # noqa: F401 - the shared Chromium fixture and page setup
 
 from copilot.config import Settings
 from copilot.media.synth import ClipSpec, Shown, Spoken, make_clip
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 THREAT = "I will find where you live and I will hurt you."
 CAPTION = "meet me after school"
 TIMEOUT_MS = 60_000
 MEDIA_TIMEOUT_MS = 90_000  # extraction (Whisper on 2 busy cores, Tesseract) and the fast suggestion after it
 
 try:
-    from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
-
-    expect.set_options(timeout=TIMEOUT_MS)
-except ImportError:  # pragma: no cover - the skip below says what is missing
-    sync_playwright = None  # type: ignore[assignment]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if sync_playwright is None:
-        pytest.skip("playwright is not installed (.venv/bin/pip install playwright)")
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install -y chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
+    from playwright.sync_api import Browser, Page, expect
+except ImportError:  # pragma: no cover - test_console's browser fixture skips with the reason
+    pass
 
 
 @pytest.fixture()
-def page(browser: Browser, server: Server) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
-
-    def refuse(route: Route) -> None:  # offline: the console must not need anything but the service
-        errors.append("external request: " + route.request.url)
-        route.abort()
-
-    context.route(re.compile(r"^(?!" + re.escape(server.url) + r").*"), refuse)
-    yield pg
-    context.close()
-    assert not errors, errors
+def page(browser: Browser, server: Server) -> Iterator[Page]:  # noqa: F811
+    yield from _page(browser, server)
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +52,6 @@ def clock(seconds: float) -> str:
     return f"{t // 60}:{t % 60:02d}"
 
 
-def use_key(page: Page, key: str) -> None:
-    page.get_by_test_id("api-key-input").fill(key)
-    page.get_by_test_id("api-key-save").click()
 
 
 def upload(page: Page, path: Path, title: str | None = None) -> None:
