@@ -56,68 +56,48 @@
 
   const getKey = () => localStorage.getItem(KEY_STORE) || "";
 
-  async function api(method, path, body) {
-    const headers = { Accept: "application/json" };
+  const parseBody = (text) => {
+    if (!text) return null;
+    try { return JSON.parse(text); } catch { return { detail: text }; }
+  };
+
+  /** fetch() with the key in the header. A network failure or a non-2xx answer is thrown as an ApiError carrying the
+   * problem details; an abort (a stream the user left) is rethrown as it is. */
+  async function request(path, init = {}) {
+    const headers = { ...(init.headers || {}) };
     const key = getKey();
     if (key) headers.Authorization = `Bearer ${key}`;
-    const multipart = body instanceof FormData;  // the browser sets the multipart boundary itself
-    if (body !== undefined && !multipart) headers["Content-Type"] = "application/json";
     let resp;
     try {
-      resp = await fetch(path, { method, headers, body: body === undefined || multipart ? body : JSON.stringify(body) });
+      resp = await fetch(path, { ...init, headers });
     } catch (e) {
+      if (e.name === "AbortError") throw e;
       throw new ApiError(0, { title: "Network error", detail: `the service did not answer (${e.message})` });
     }
-    let data = null;
-    const text = await resp.text();
-    if (text) {
-      try { data = JSON.parse(text); } catch { data = { detail: text }; }
-    }
-    if (!resp.ok) throw new ApiError(resp.status, data);
-    if (resp.status < 400) setAuth(true);
+    if (!resp.ok) throw new ApiError(resp.status, parseBody(await resp.text()));
+    return resp;
+  }
+
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json" };
+    const multipart = body instanceof FormData;  // the browser sets the multipart boundary itself
+    if (body !== undefined && !multipart) headers["Content-Type"] = "application/json";
+    const resp = await request(path, { method, headers, body: body === undefined || multipart ? body : JSON.stringify(body) });
+    const data = parseBody(await resp.text());
+    setAuth(true);
     return data;
   }
 
   /** GET a file (the case's media) with the key in the header, as a Blob: a <video src> could not send the header. */
   async function apiBlob(path) {
-    const headers = {};
-    const key = getKey();
-    if (key) headers.Authorization = `Bearer ${key}`;
-    let resp;
-    try {
-      resp = await fetch(path, { headers });
-    } catch (e) {
-      throw new ApiError(0, { title: "Network error", detail: `the service did not answer (${e.message})` });
-    }
-    if (!resp.ok) {
-      const text = await resp.text();
-      let data = null;
-      try { data = JSON.parse(text); } catch { data = { detail: text }; }
-      throw new ApiError(resp.status, data);
-    }
-    return resp.blob();
+    return (await request(path)).blob();
   }
 
   /** POST to an endpoint that answers with server-sent events and call onEvent(name, data) per event (data is JSON).
    * fetch() rather than EventSource: it can POST and send the key in a header, never in the URL. Errors before the
    * stream starts are problem details, thrown as ApiError; an `error` event is passed on like any other. */
   async function apiStream(path, onEvent, signal) {
-    const headers = { Accept: "text/event-stream" };
-    const key = getKey();
-    if (key) headers.Authorization = `Bearer ${key}`;
-    let resp;
-    try {
-      resp = await fetch(path, { method: "POST", headers, signal });
-    } catch (e) {
-      if (e.name === "AbortError") throw e;
-      throw new ApiError(0, { title: "Network error", detail: `the service did not answer (${e.message})` });
-    }
-    if (!resp.ok) {
-      const text = await resp.text();
-      let data = null;
-      try { data = JSON.parse(text); } catch { data = { detail: text }; }
-      throw new ApiError(resp.status, data);
-    }
+    const resp = await request(path, { method: "POST", headers: { Accept: "text/event-stream" }, signal });
     setAuth(true);
     const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = "";

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +17,7 @@ from copilot.schema import Case, Decision, DecisionCreate, Suggestion, Verdict
 from copilot.store import audit
 from copilot.store.models import CaseRow, ClaimRow, DecisionRow, SuggestionRow
 
+RowT = TypeVar("RowT", CaseRow, DecisionRow)
 STATUSES = ("processing", "queued", "claimed", "decided", "failed")
 
 
@@ -28,15 +29,20 @@ def _payload(case: Case) -> dict[str, Any]:
     return case.model_dump(mode="json", exclude={"external_id"})
 
 
-def _insert(s: Session, row: CaseRow) -> CaseRow:
+def _insert(s: Session, row: RowT, conflict: str) -> RowT:
+    """Add a row in a savepoint; a unique-constraint violation (a concurrent writer won) is a 409 saying `conflict`."""
     s.add(row)
     try:
         with s.begin_nested():
             s.flush()
     except IntegrityError:
-        # A concurrent request inserted the same external id between our check and our insert.
-        raise Conflict(f"case with external_id {row.external_id!r} is being ingested concurrently; retry") from None
+        raise Conflict(conflict) from None
     return row
+
+
+def _concurrent(case: Case) -> str:
+    # A concurrent request inserted the same external id between our check and our insert.
+    return f"case with external_id {case.external_id!r} is being ingested concurrently; retry"
 
 
 def ingest(s: Session, case: Case, actor: str, idempotency_key: str | None = None, status: str = "queued") -> tuple[CaseRow, bool]:
@@ -53,7 +59,8 @@ def ingest(s: Session, case: Case, actor: str, idempotency_key: str | None = Non
                 raise Conflict(f"a different case was already ingested with {column.key} {value!r} (case {existing.id})", case_id=existing.id)
             return existing, False
     row = _insert(s, CaseRow(external_id=case.external_id, idempotency_key=idempotency_key, content_type=case.content_type.value,
-                             payload=_payload(case), text_hash=text_hash(case), status=status, created_by=actor))
+                             payload=_payload(case), text_hash=text_hash(case), status=status, created_by=actor),
+                  _concurrent(case))
     audit.append(s, actor, "case.create", "case", row.id, {"external_id": case.external_id, "text_hash": row.text_hash})
     return row, True
 
@@ -73,7 +80,8 @@ def ingest_media(s: Session, case: Case, media: dict[str, Any], actor: str, idem
             return existing, False
     row = _insert(s, CaseRow(external_id=case.external_id, idempotency_key=idempotency_key, content_type=case.content_type.value,
                              payload=submitted, text_hash=text_hash(case), status="processing", status_detail="waiting for the media worker",
-                             media={**media, "submitted": submitted, "report": None}, created_by=actor))
+                             media={**media, "submitted": submitted, "report": None}, created_by=actor),
+                  _concurrent(case))
     audit.append(s, actor, "case.create", "case", row.id, {"external_id": case.external_id, "media_sha256": media["sha256"],
                                                            "filename": media.get("filename")})
     return row, True
@@ -195,12 +203,7 @@ def decide(s: Session, case_id: int, moderator: str, body: DecisionCreate) -> De
     verdict = body.verdict or derive_verdict(sug.labels if sug else [], body.labels)
     row = DecisionRow(case_id=case_id, suggestion_id=sug.id if sug else None, moderator=moderator, labels=body.labels,
                       action=body.action.value, verdict=verdict.value, clause_ids=body.clause_ids, note=body.note)
-    s.add(row)
-    try:
-        with s.begin_nested():
-            s.flush()
-    except IntegrityError:
-        raise Conflict(f"moderator {moderator!r} already decided case {case_id}; decisions are immutable (file a new one under another review)") from None
+    _insert(s, row, f"moderator {moderator!r} already decided case {case_id}; decisions are immutable (file a new one under another review)")
     case.status = "decided"
     audit.append(s, moderator, "decision.create", "case", case_id, {"decision_id": row.id, "labels": body.labels, "action": body.action.value, "verdict": verdict.value})
     return row

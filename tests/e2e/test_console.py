@@ -66,6 +66,19 @@ def _page(browser: Browser, server: Server) -> Iterator[Page]:
     assert not errors, errors
 
 
+def queue_row(page: Page, case_id: int):  # type: ignore[no-untyped-def]
+    """The case's queue row, paging on with "load more" when other tests filled the first page (oldest first)."""
+    row = page.locator(f'[data-testid="queue-row"][data-case-id="{case_id}"]')
+    expect(page.get_by_test_id("queue-row").first).to_be_visible()
+    for _ in range(50):
+        if row.count() or not page.get_by_test_id("load-more").is_visible():
+            break
+        n = page.get_by_test_id("queue-row").count()
+        page.get_by_test_id("load-more").click()
+        expect(page.get_by_test_id("queue-row")).not_to_have_count(n)
+    return row
+
+
 def use_key(page: Page, key: str) -> None:
     page.get_by_test_id("api-key-input").fill(key)
     page.get_by_test_id("api-key-save").click()
@@ -92,15 +105,7 @@ def test_moderator_works_a_case_end_to_end(page: Page, server: Server, tmp_path:
     expect(created).to_be_visible()
     case_id = int(created.get_attribute("data-case-id") or "0")
     assert case_id > 0
-    # it shows up in the queue (oldest first, so page on with "load more" when other tests filled the first page)
-    row = page.locator(f'[data-testid="queue-row"][data-case-id="{case_id}"]')
-    expect(page.get_by_test_id("queue-row").first).to_be_visible()
-    for _ in range(50):
-        if row.count() or not page.get_by_test_id("load-more").is_visible():
-            break
-        n = page.get_by_test_id("queue-row").count()
-        page.get_by_test_id("load-more").click()
-        expect(page.get_by_test_id("queue-row")).not_to_have_count(n)
+    row = queue_row(page, case_id)  # it shows up in the queue
     expect(row).to_be_visible()
     expect(row.get_by_test_id("queue-preview")).to_contain_text("I know where you live")
     page.screenshot(path=str(tmp_path / "console-queue.png"), full_page=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Server, require_media
-from test_console import _page, browser, use_key  # noqa: F401 - the shared Chromium fixture and page setup
+from test_console import _page, browser, queue_row, use_key  # noqa: F401 - the shared Chromium fixture and page setup
 
 from copilot.config import Settings
 from copilot.media.synth import ClipSpec, Shown, Spoken, make_clip
@@ -59,19 +59,6 @@ def upload(page: Page, path: Path, title: str | None = None) -> None:
     if title:
         page.get_by_test_id("upload-title").fill(title)
     page.get_by_test_id("upload-submit").click()
-
-
-def queue_row(page: Page, case_id: int):  # type: ignore[no-untyped-def]
-    """The case's queue row, paging on with "load more" when other tests filled the first page (oldest first)."""
-    row = page.locator(f'[data-testid="queue-row"][data-case-id="{case_id}"]')
-    expect(page.get_by_test_id("queue-row").first).to_be_visible()
-    for _ in range(50):
-        if row.count() or not page.get_by_test_id("load-more").is_visible():
-            break
-        n = page.get_by_test_id("queue-row").count()
-        page.get_by_test_id("load-more").click()
-        expect(page.get_by_test_id("queue-row")).not_to_have_count(n)
-    return row
 
 
 def seeked_to(page: Page, click) -> float:  # type: ignore[no-untyped-def]
