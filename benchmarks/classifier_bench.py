@@ -65,6 +65,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--extra-onnx", type=Path, action="append", default=[], metavar="FILE",
+                    help="Also time this ONNX file (e.g. an older export of the same weights) in the same run; repeatable.")
+    ap.add_argument("--max-batch-tokens", type=int, default=None, help="Override the classifier's padded-token budget per pass.")
     args = ap.parse_args()
     import torch
 
@@ -82,6 +85,14 @@ def main() -> None:
             c = Classifier(folder, threads=s.torch_threads, backend="onnx")
             c._init_onnx(folder / name)
             variants.append((f"ours {c.backend}", c))
+    for extra in args.extra_onnx:
+        c = Classifier(folder, threads=s.torch_threads, backend="onnx")
+        c._init_onnx(extra)
+        c.backend = ("onnx-int8" if "int8" in extra.name else "onnx-fp32") + f" [{extra}]"
+        variants.append((f"ours {c.backend}", c))
+    if args.max_batch_tokens:
+        for _, c in variants:
+            c.max_batch_tokens = args.max_batch_tokens
     tok = clf.tokenizer
     print("\n| path | tokens | single p50 ms | single p95 ms | batch-32 cases/s | share of GEMM limit |\n|---|---|---|---|---|---|")
     for tokens in (64, 256):
@@ -112,7 +123,7 @@ def main() -> None:
                 sess.run(None, batch)
             thr = 32 * rounds / (time.perf_counter() - t0)
             kind = name.removeprefix("ours onnx-")
-            lim = limit if kind == "fp32" else limit * INT8_OVER_FP32
+            lim = limit * INT8_OVER_FP32 if kind.startswith("int8") else limit
             print(f"| raw ONNX {kind} forward | {tokens} | {statistics.median(lat):.2f} | {np.percentile(lat, 95):.2f} | {thr:.0f} | {thr / lim:.0%} |")
         for name, c in variants:
             if tokens > c.max_len:

@@ -38,7 +38,7 @@ def main() -> None:
     s = get_settings()
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, faiss {faiss.__version__}")
     corpus = load_corpus(s.corpus_dir)
-    emb = get_embedder(s.embedder_path, s.torch_threads)
+    emb = get_embedder(s.embedder_path, s.torch_threads, s.embedder_backend, s.data_dir / "models")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         idx, rep = PolicyIndex.load_or_build(corpus, emb, Path(tmp) / "index", force=True)

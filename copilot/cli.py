@@ -137,7 +137,7 @@ def index_build(force: Annotated[bool, typer.Option(help="Re-embed every chunk e
     s = get_settings()
     try:
         corpus = load_corpus(s.corpus_dir)
-        emb = get_embedder(s.embedder_path, s.torch_threads)
+        emb = get_embedder(s.embedder_path, s.torch_threads, s.embedder_backend, s.data_dir / "models")
         with progress() as p:
             task = p.add_task("embedding clauses", total=None)
             _idx, rep = PolicyIndex.load_or_build(corpus, emb, s.index_dir, force=force, progress=lambda d, t: p.update(task, completed=d, total=t))

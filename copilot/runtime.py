@@ -82,7 +82,8 @@ class Runtime:
     def embedder(self):  # type: ignore[no-untyped-def]
         from copilot.retrieval.embedder import get_embedder
 
-        return self._get("embedder", lambda: get_embedder(self.settings.embedder_path, self.settings.torch_threads))
+        return self._get("embedder", lambda: get_embedder(self.settings.embedder_path, self.settings.torch_threads,
+                                                           self.settings.embedder_backend, self.settings.data_dir / "models"))
 
     @property
     def index(self):  # type: ignore[no-untyped-def]

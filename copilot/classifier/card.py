@@ -61,8 +61,12 @@ def render(folder: Path) -> str:
         verdict = ("kept: the service uses model.int8.onnx (COPILOT_CLASSIFIER_BACKEND=auto; `torch` forces fp32)" if o.get("keep_int8")
                    else "not kept: the service uses the torch fp32 weights")
         L += ["## Serving (ONNX int8)", "", "Command: `copilot export-onnx` (dev split scored by torch fp32 and ONNX int8).", "",
-              f"Dev macro AUPRC fp32 {_f(o.get('fp32_macro_auprc'))}, int8 {_f(o.get('int8_macro_auprc'))} (loss {_f(o.get('loss'))}, "
-              f"limit {o.get('max_auprc_loss', 0.005)}): int8 {verdict}. Sizes: fp32 {o.get('fp32_mb')} MB (not committed), int8 {o.get('int8_mb')} MB. "
+              f"Dev macro AUPRC fp32 {_f(o.get('fp32_macro_auprc'))}, int8 {_f(o.get('int8_macro_auprc'))}"
+              + (f" batched, {_f(o['int8_single_macro_auprc'])} one text at a time" if "int8_single_macro_auprc" in o else "")
+              + f" (worst-case loss {o.get('loss')}, "
+              f"limit {o.get('max_auprc_loss', 0.005)}): int8 {verdict}. "
+              + (f"Graph fused by ONNX Runtime's transformer optimizer ({', '.join(f'{v} {k}' for k, v in o['fused'].items())}; quantised attention). "
+                 if o.get("fused") else "") + f"Sizes: fp32 {o.get('fp32_mb')} MB (not committed), int8 {o.get('int8_mb')} MB. "
               "Thresholds and calibration were fitted on fp32 scores; speed figures in benchmarks/RESULTS.md.", ""]
     L += ["## Limits and known biases", "",
           "- English only; trained on short texts (128 tokens). Longer inputs are scored over half-overlapping 128-token windows",

@@ -16,6 +16,7 @@ import numpy as np
 
 from copilot.classifier.artifacts import THRESHOLDS_FILE, Calibration, ClassifierMeta, read_thresholds
 from copilot.errors import ComponentMissing
+from copilot.onnx_graph import length_groups, session
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -26,14 +27,18 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*")  # also one message per line 
 NARRATIVE_LABELS = frozenset({"self-harm", "self-harm/intent", "self-harm/instructions", "misinformation", "extremism"})
 
 
-def _int8_vetted(folder: Path, model_id: str) -> bool:
-    """auto uses the int8 file only when `copilot export-onnx` kept it for these very weights (its report says so)."""
+def _report(folder: Path) -> dict:
     import json
 
     report = folder / "onnx_report.json"
-    if not (folder / "model.int8.onnx").exists() or not report.exists():
+    return json.loads(report.read_text()) if report.exists() else {}
+
+
+def _int8_vetted(folder: Path, model_id: str) -> bool:
+    """auto uses the int8 file only when `copilot export-onnx` kept it for these very weights (its report says so)."""
+    r = _report(folder)
+    if not (folder / "model.int8.onnx").exists() or not r:
         return False
-    r = json.loads(report.read_text())
     ok = bool(r.get("keep_int8")) and r.get("model_id", model_id) == model_id
     if not ok:
         log.warning("ignoring %s: onnx_report.json does not vouch for it with model %s", folder / "model.int8.onnx", model_id)
@@ -42,7 +47,7 @@ def _int8_vetted(folder: Path, model_id: str) -> bool:
 
 class Classifier:
     def __init__(self, folder: Path, thresholds_file: Path | None = None, threads: int = 2, backend: str = "auto",
-                 long_window: int = 64) -> None:
+                 long_window: int = 64, max_batch_tokens: int = 1024) -> None:
         if not (folder / "labels.json").exists():
             raise ComponentMissing(f"classifier: no trained model at {folder} (run `copilot train`)")
         from transformers import AutoTokenizer
@@ -55,6 +60,7 @@ class Classifier:
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.max_len = self.meta.max_len
         self.long_window = long_window
+        self.max_batch_tokens = max_batch_tokens
         self.threads = threads
         onnx_path = folder / "model.int8.onnx"
         if backend == "onnx" or (backend == "auto" and _int8_vetted(folder, self.meta.model_id)):
@@ -77,16 +83,11 @@ class Classifier:
         self.backend = "torch-fp32"
 
     def _init_onnx(self, path: Path) -> None:
-        import onnxruntime as ort
-
         if not path.exists():
             raise ComponentMissing(f"classifier: no ONNX model at {path} (run `copilot export-onnx`)")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = session(path, self.threads)
         self.onnx_inputs = {i.name for i in self.session.get_inputs()}
-        self.backend = "onnx-" + ("int8" if "int8" in path.name else "fp32")
+        self.backend = "onnx-" + ("int8" if "int8" in path.name else "fp32") + ("-fused" if _report(self.folder).get("fused") else "")
 
     # ------------------------------------------------------------------------------------------------------------
     def _windows(self, texts: list[str]) -> tuple[list[list[int]], list[int], list[bool]]:
@@ -137,11 +138,9 @@ class Classifier:
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         windows, owner, local = self._windows(texts)
-        order = np.argsort([len(w) for w in windows], kind="stable")
         out = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
         with self._lock:
-            for s in range(0, len(order), batch_size):
-                idx = order[s : s + batch_size]
+            for idx in length_groups([len(w) for w in windows], batch_size, self.max_batch_tokens):
                 batch = [windows[i] for i in idx]
                 width = max(len(w) for w in batch)
                 ids = np.full((len(batch), width), self.tokenizer.pad_token_id, dtype=np.int64)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from copilot.classifier.inference import NARRATIVE_LABELS, Classifier
 from copilot.config import Settings
+from copilot.onnx_graph import length_groups
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +83,20 @@ def test_window_setting_is_validated() -> None:
     with pytest.raises(ValidationError, match="LONG_TEXT_WINDOW"):
         Settings(long_text_window=3)
     assert Settings(long_text_window=0).long_text_window == 0
+
+
+def test_token_budget_groups_change_passes_not_scores() -> None:
+    """Grouping by padded-token budget (speed) must give the same scores as one big batch (torch fp32: exact; the int8
+    graph's dynamic activation scales depend on the batch, which `copilot export-onnx` gates separately)."""
+    s = Settings()
+    texts = ["ok", "see you tomorrow at the game", " ".join(["this is a longer caption about the weekend trip"] * 12),
+             "i will find where you live", " ".join(f"line {i} of a transcript." for i in range(80))]
+    small = Classifier(s.classifier_path, threads=1, backend="torch", max_batch_tokens=128)
+    large = Classifier(s.classifier_path, threads=1, backend="torch", max_batch_tokens=1_000_000)
+    windows, _, _ = small._windows(texts)
+    lengths = [len(w) for w in windows]
+    groups = list(length_groups(lengths, 32, small.max_batch_tokens))
+    assert sorted(int(i) for g in groups for i in g) == list(range(len(windows)))  # every window once
+    assert all(len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 128 for g in groups)
+    assert len(groups) > len(list(length_groups(lengths, 32, large.max_batch_tokens)))
+    np.testing.assert_allclose(small.predict_proba(texts), large.predict_proba(texts), atol=1e-5)
