@@ -100,3 +100,8 @@ def test_token_budget_groups_change_passes_not_scores() -> None:
     assert all(len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 128 for g in groups)
     assert len(groups) > len(list(length_groups(lengths, 32, large.max_batch_tokens)))
     np.testing.assert_allclose(small.predict_proba(texts), large.predict_proba(texts), atol=1e-5)
+
+
+def test_fast_token_ids_equal_the_transformers_tokenizer(clf: Classifier) -> None:
+    texts = ["", "a short caption", "ÜBER café 🔪🔪 lol!!!", "x" * 3000, " ".join(f"sentence {i}." for i in range(400)), "tab\tand\nnewline"]
+    assert clf._ids(texts) == clf.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
