@@ -184,7 +184,7 @@ class Runtime:
             elif name == "media" and not self.settings.media_enabled:
                 out.append(ComponentStatus(name, "not_configured", required, "COPILOT_MEDIA_ENABLED=false: video and audio uploads are refused"))
             elif name in self._values:
-                out.append(ComponentStatus(name, "ready", required, version=_version_of(name, self._values[name])))
+                out.append(ComponentStatus(name, "ready", required, _detail_of(self._values[name]), version=_version_of(name, self._values[name])))
             elif name in self._errors:
                 out.append(ComponentStatus(name, "missing", required, self._errors[name]))
             else:
@@ -202,6 +202,15 @@ class Runtime:
             if name in self._values:
                 ids[name] = _version_of(name, self._values[name]) or name
         return ids
+
+
+def _detail_of(value: Any) -> str:
+    """Which backend a model runs on (e.g. the embedder fell back from ONNX to torch, and why)."""
+    backend = getattr(value, "backend", None)
+    if not isinstance(backend, str):
+        return ""
+    problem = getattr(value, "onnx_problem", None)
+    return f"backend {backend}" + (f" (ONNX unavailable: {problem})" if problem else "")
 
 
 def _version_of(name: str, value: Any) -> str | None:

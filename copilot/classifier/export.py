@@ -40,8 +40,10 @@ def export_onnx(folder: Path, check_texts: list[str] | None = None, check_y: np.
         torch.onnx.export(model, (enc["input_ids"], enc["attention_mask"]), str(raw), input_names=["input_ids", "attention_mask"],
                           output_names=["logits"], dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}, "logits": {0: "b"}},
                           opset_version=17, dynamo=False)
-    fused = fuse(raw, fp32, model.config.num_attention_heads, model.config.hidden_size)
-    raw.unlink()
+    try:
+        fused = fuse(raw, fp32, model.config.num_attention_heads, model.config.hidden_size, model.config.num_hidden_layers)
+    finally:
+        raw.unlink(missing_ok=True)
     int8 = folder / "model.int8.onnx.candidate"
     # DefaultTensorType: shape inference cannot type the outputs of the fused com.microsoft ops
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True, extra_options={"DefaultTensorType": 1})

@@ -30,8 +30,20 @@ NARRATIVE_LABELS = frozenset({"self-harm", "self-harm/intent", "self-harm/instru
 def _report(folder: Path) -> dict:
     import json
 
-    report = folder / "onnx_report.json"
-    return json.loads(report.read_text()) if report.exists() else {}
+    try:
+        return dict(json.loads((folder / "onnx_report.json").read_text()))
+    except (OSError, ValueError, TypeError) as exc:  # no report, or a damaged one: nothing is vouched for
+        if (folder / "onnx_report.json").exists():
+            log.warning("ignoring %s: %s", folder / "onnx_report.json", exc)
+        return {}
+
+
+def _is_fused(path: Path) -> bool:
+    """Whether the graph in this very file has fused attention (not what some report says about the folder)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(n.op_type in ("Attention", "QAttention") for n in graph.node)
 
 
 def _int8_vetted(folder: Path, model_id: str) -> bool:
@@ -93,7 +105,7 @@ class Classifier:
             raise ComponentMissing(f"classifier: no ONNX model at {path} (run `copilot export-onnx`)")
         self.session = session(path, self.threads)
         self.onnx_inputs = {i.name for i in self.session.get_inputs()}
-        self.backend = "onnx-" + ("int8" if "int8" in path.name else "fp32") + ("-fused" if _report(self.folder).get("fused") else "")
+        self.backend = "onnx-" + ("int8" if "int8" in path.name else "fp32") + ("-fused" if _is_fused(path) else "")
 
     # ------------------------------------------------------------------------------------------------------------
     def _windows(self, texts: list[str]) -> tuple[list[list[int]], list[int], list[bool]]:

@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,6 +40,19 @@ def default_embedder_path() -> Path:
 _PROBES = ["hello", "i will find you after school 🔪", "How do I kill a Python process?",
            " ".join(["a long transcript line about the weekend match and the referee."] * 40)]
 _ONNX_MIN_COSINE = 0.9999
+_EXPORT_VERSION = 1  # bump when the export or pooling code changes: cached graphs are then rebuilt
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Embedder:
@@ -57,25 +72,27 @@ class Embedder:
         self.threads = threads
         self._st = None
         self._lock = threading.Lock()
-        config = json.loads((self.path / "config.json").read_text())
-        self.dim = int(config.get("hidden_size", 0))
+        self.dim = 0
         tag = self.path.name if self.path.name != "model" else self.path.parent.name
         ft = self.path / "finetune.json"
         if ft.exists():  # a model fine-tuned here: its id changes with every training run, so the index is rebuilt
             tag = f"{tag}-ft{hashlib.sha256(ft.read_bytes()).hexdigest()[:8]}"
         self.backend = "torch"
+        self.onnx_problem: str | None = None  # why auto fell back to torch (shown by /readyz)
         if backend in ("auto", "onnx"):
             try:
                 self._init_onnx(cache_dir or _default_cache())
             except Exception as exc:  # any export or runtime problem: torch still gives the same vectors
                 if backend == "onnx":
                     raise ComponentMissing(f"embedder: ONNX backend unavailable for {self.path}: {exc}") from exc
+                self.onnx_problem = str(exc)
                 log.warning("embedder: using sentence-transformers (torch), ONNX unavailable: %s", exc)
         elif backend != "torch":
             raise ValueError(f"embedder backend must be auto, onnx or torch, not {backend!r}")
         if self.backend == "torch":
             getter = getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension
-            self.dim = int(getter() or self.dim)
+            self.dim = int(getter() or 0)
+        log.info("embedder %s: backend %s", tag, self.backend)
         # same id for both backends: the vectors agree to the probe tolerance, so an index built by one serves the other
         self.model_id = f"{tag}@{self.dim}"
 
@@ -95,30 +112,56 @@ class Embedder:
     def _init_onnx(self, cache_dir: Path) -> None:
         from transformers import AutoTokenizer
 
-        pooling = json.loads((self.path / "1_Pooling" / "config.json").read_text()) if (self.path / "1_Pooling" / "config.json").exists() else {}
-        modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((self.path / "modules.json").read_text())]
-        if modules != ["Transformer", "Pooling", "Normalize"] or not pooling.get("pooling_mode_mean_tokens"):
-            raise RuntimeError(f"only Transformer + mean Pooling + Normalize models are exported (this one: {modules})")
-        self.max_len = int(json.loads((self.path / "sentence_bert_config.json").read_text()).get("max_seq_length", 256))
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-        weights = next((self.path / n for n in ("model.safetensors", "pytorch_model.bin") if (self.path / n).exists()), None)
+        modules = json.loads((self.path / "modules.json").read_text())
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        pool_file = self.path / modules[1]["path"] / "config.json" if len(modules) > 1 else self.path / "missing"
+        pooling = json.loads(pool_file.read_text()) if pool_file.exists() else {}
+        # sentence-transformers writes "pooling_mode": "mean" now, pooling_mode_mean_tokens: true before
+        mode = pooling.get("pooling_mode")
+        mean = mode in ("mean", ["mean"]) or (mode is None and pooling.get("pooling_mode_mean_tokens")
+                                               and not any(v for k, v in pooling.items() if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens"))
+        if kinds != ["Transformer", "Pooling", "Normalize"] or not mean:
+            raise RuntimeError(f"only Transformer + mean Pooling + Normalize models are exported (this one: {kinds}, pooling {pooling})")
+        model_dir = self.path / modules[0].get("path", "")
+        config = json.loads((model_dir / "config.json").read_text())
+        if config.get("model_type") != "bert":  # the fusion below knows BERT's graph (MiniLM is one); mpnet is not
+            raise RuntimeError(f"ONNX export covers BERT encoders only, not model_type {config.get('model_type')!r}")
+        self.dim = int(config["hidden_size"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        st_config = model_dir / "sentence_bert_config.json"
+        max_len = json.loads(st_config.read_text()).get("max_seq_length") if st_config.exists() else None
+        # what sentence-transformers does: its own max_seq_length, else the tokenizer's limit, within the positions
+        self.max_len = int(min(max_len or self.tokenizer.model_max_length, config.get("max_position_embeddings", 512)))
+        weights = next((model_dir / n for n in ("model.safetensors", "pytorch_model.bin") if (model_dir / n).exists()), None)
         if weights is None:
             raise RuntimeError("no weights file")
         from copilot.artifacts import sha256_file
 
-        target = cache_dir / "embedder-onnx" / f"{sha256_file(weights)[:16]}.onnx"
-        if not target.exists():
-            self._export(target)
-        self.session = onnx_graph.session(target, self.threads)
+        # the key covers what the checked graph depends on: weights, configs, the max length and this export code
+        key = hashlib.sha256("\0".join([sha256_file(weights), json.dumps(config, sort_keys=True), json.dumps(pooling, sort_keys=True),
+                                        str(self.max_len), str(_EXPORT_VERSION)]).encode()).hexdigest()[:16]
+        target = cache_dir / "embedder-onnx" / f"{key}.onnx"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(target.with_suffix(".lock")):  # one exporter per data dir; the others wait and reuse its file
+            if target.exists():
+                try:
+                    self.session = onnx_graph.session(target, self.threads)
+                except Exception as exc:  # a damaged cache file: set it aside and export again, once
+                    log.warning("embedder: cached ONNX graph %s unusable (%s); exporting again", target, exc)
+                    target.replace(target.with_suffix(".bad"))
+            if not target.exists():
+                self._export(target, model_dir, config)
+                self.session = onnx_graph.session(target, self.threads)
         self.backend = "onnx-fp32"
 
-    def _export(self, target: Path) -> None:
+    def _export(self, target: Path, model_dir: Path, config: dict) -> None:  # type: ignore[type-arg]
+        import tempfile
+
         import torch
         from transformers import AutoModel
 
         log.info("embedder: exporting %s to a fused ONNX graph at %s (once per model)", self.path, target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        base = AutoModel.from_pretrained(str(self.path), local_files_only=True, attn_implementation="eager").eval()
+        base = AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager").eval()
 
         class Encoder(torch.nn.Module):  # positional (ids, mask) -> last hidden state, whatever forward's signature is
             def __init__(self) -> None:
@@ -129,26 +172,24 @@ class Embedder:
                 return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
         enc = self.tokenizer(["tracing the graph"], return_tensors="pt")
-        raw = target.with_suffix(".unfused.tmp")
-        fused = target.with_suffix(".tmp")
-        try:
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
+            raw, fused = Path(tmp) / "raw.onnx", Path(tmp) / "fused.onnx"
             with torch.inference_mode():
                 torch.onnx.export(Encoder().eval(), (enc["input_ids"], enc["attention_mask"]), str(raw), input_names=["input_ids", "attention_mask"],
                                   output_names=["hidden"], dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}, "hidden": {0: "b", 1: "t"}},
                                   opset_version=17, dynamo=False)
-            onnx_graph.fuse(raw, fused, base.config.num_attention_heads, base.config.hidden_size)
+            onnx_graph.fuse(raw, fused, config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"])
             self.session = onnx_graph.session(fused, self.threads)
             got = self._encode_onnx(_PROBES, 8)
             want = np.asarray(self.st.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True), dtype=np.float32)
             worst = float((got * want).sum(1).min())
             if worst < _ONNX_MIN_COSINE:
                 raise RuntimeError(f"exported graph disagrees with sentence-transformers (cosine {worst:.5f})")
-            fused.replace(target)
-        finally:
-            raw.unlink(missing_ok=True)
-            fused.unlink(missing_ok=True)
+            fused.replace(target)  # same file system: atomic, readers see the whole graph or none
 
     def _encode_onnx(self, texts: list[str], batch_size: int) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_len)["input_ids"]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for idx in onnx_graph.length_groups([len(i) for i in ids], batch_size, MAX_BATCH_TOKENS):

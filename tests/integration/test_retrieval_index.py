@@ -26,7 +26,7 @@ def test_rrf_orders_by_summed_reciprocal_ranks() -> None:
 def test_index_persists_with_manifest_and_reembeds_only_changes(corpus_dir: Path, tmp_path: Path) -> None:
     root = tmp_path / "policy_corpus"
     shutil.copytree(corpus_dir, root)
-    emb = get_embedder()
+    emb = get_embedder(backend="onnx", cache_dir=tmp_path / "models")
     corpus = load_corpus(root)
     _idx, rep = PolicyIndex.load_or_build(corpus, emb, tmp_path / "index")
     assert rep.rebuilt and rep.n_embedded == rep.n_chunks
@@ -82,7 +82,7 @@ def test_reranker_pairs_come_from_the_corpus_with_hard_negatives(runtime) -> Non
     same_area = sum(corpus.clauses[cid].area == corpus.clauses[gold[q]].area for q, cid in negatives)
     sizes = Counter(c.area for c in corpus.active)
     chance = sum((n / len(corpus.active)) ** 2 for n in sizes.values())
-    assert same_area / len(negatives) > 2 * chance
+    assert same_area / len(negatives) > 3 * chance  # chance ~0.09; measured 0.29 with corpus 1.1.0
     # retrieval queries never enter training
     from eval.retrieval_eval import load_queries
 
@@ -94,22 +94,63 @@ def test_onnx_embedder_gives_sentence_transformers_vectors_and_is_exported_once(
     torch_ = Embedder(backend="torch")
     assert onnx.backend == "onnx-fp32" and torch_.backend == "torch"
     assert onnx.model_id == torch_.model_id  # an index built by either serves both
-    (graph,) = (tmp_path / "embedder-onnx").glob("*.onnx")
+    files = sorted(p.name for p in (tmp_path / "embedder-onnx").iterdir())
+    assert len(files) == 2 and files[0].endswith(".lock") and files[1].endswith(".onnx"), files  # no temporary left
+    graph = tmp_path / "embedder-onnx" / files[1]
     texts = ["", "ok", "lol ur dead meat after school 🔪", "¿dónde está la estación?", "How do I kill a Python process?",
              " ".join(["a very long transcript about the match and the weather."] * 60)]  # past the 256-token cut
     for batch in (64, 2):  # padding inside a pass must not leak into the mean
         cos = (onnx.encode(texts, batch_size=batch) * torch_.encode(texts)).sum(1)
         assert cos.min() > 0.9999, cos
+    assert onnx.encode([]).shape == (0, 384)
     mtime = graph.stat().st_mtime_ns
     again = Embedder(backend="onnx", cache_dir=tmp_path)
     assert again.backend == "onnx-fp32" and graph.stat().st_mtime_ns == mtime  # reused, not re-exported
 
 
-def test_broken_onnx_cache_falls_back_to_torch_or_fails_clearly(tmp_path: Path) -> None:
+def _export_in_child(cache: str, out) -> None:  # type: ignore[no-untyped-def]
+    try:
+        e = Embedder(backend="onnx", cache_dir=Path(cache))
+        out.put((e.backend, e.encode(["same text"]).tolist()))
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        out.put((f"error: {exc}", None))
+
+
+def test_two_processes_exporting_at_once_both_get_the_onnx_backend(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_export_in_child, args=(str(tmp_path), out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert [r[0] for r in results] == ["onnx-fp32", "onnx-fp32"], results
+    assert results[0][1] == results[1][1]
+    assert len(list((tmp_path / "embedder-onnx").glob("*.onnx"))) == 1
+
+
+def test_a_folder_saved_by_current_sentence_transformers_also_runs_on_onnx(tmp_path: Path) -> None:
+    """`copilot index finetune-embedder` saves with today's sentence-transformers (new pooling config format)."""
+    saved = tmp_path / "saved-model"
+    Embedder(backend="torch").st.save(str(saved))
+    e = Embedder(saved, backend="onnx", cache_dir=tmp_path / "cache")
+    assert e.backend == "onnx-fp32" and e.max_len == 256
+
+
+def test_damaged_onnx_cache_is_exported_again_and_unknown_architectures_fall_back(tmp_path: Path) -> None:
     Embedder(backend="onnx", cache_dir=tmp_path)
     (graph,) = (tmp_path / "embedder-onnx").glob("*.onnx")
     graph.write_bytes(b"not an onnx graph")
-    auto = Embedder(backend="auto", cache_dir=tmp_path)
-    assert auto.backend == "torch" and auto.encode(["still works"]).shape == (1, 384)
-    with pytest.raises(ComponentMissing, match="ONNX backend unavailable"):
-        Embedder(backend="onnx", cache_dir=tmp_path)
+    again = Embedder(backend="auto", cache_dir=tmp_path)
+    assert again.backend == "onnx-fp32" and again.encode(["still works"]).shape == (1, 384)
+    assert (tmp_path / "embedder-onnx" / (graph.stem + ".bad")).exists()  # set aside for a look, not silently lost
+    # not a BERT encoder: auto says why and uses torch; onnx refuses clearly
+    other = tmp_path / "other"
+    Embedder(backend="torch").st.save(str(other))
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "model_type": "mpnet"}))
+    with pytest.raises(ComponentMissing, match="BERT encoders only"):
+        Embedder(other, backend="onnx", cache_dir=tmp_path)
