@@ -53,7 +53,6 @@ class Settings(BaseSettings):
 
     # Retrieval
     retrieval_k: int = 5
-    rrf_k: int = 60
     rerank_depth: int = Field(20, description="How many hybrid candidates the reranker reorders (its cost grows linearly).")
     use_reranker: bool = Field(False, description="Attach the reranker (COPILOT_RERANKER_DIR or models/reranker). Off by default: the one "
                                                 "trained here did not beat hybrid (benchmarks/RESULTS.md).")

@@ -20,7 +20,7 @@ def retrieval(out: Annotated[Path | None, typer.Option(help="Write the figures a
     from eval.retrieval_eval import evaluate, load_queries, markdown
 
     rt = Runtime(get_settings())
-    results = evaluate(rt.index, load_queries(), tuple(methods.split(",")), rt.settings.rrf_k)
+    results = evaluate(rt.index, load_queries(), tuple(methods.split(",")))
     print(markdown(results))
     if out:
         out.write_text(json.dumps({"corpus_version": rt.corpus.version, "embedder": rt.embedder.model_id, "results": results}, indent=2))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from copilot.config import PROJECT_ROOT
+from copilot.retrieval.index import RRF_K
 
 QUERIES = PROJECT_ROOT / "eval" / "retrieval" / "queries"
 METHODS = ("bm25", "dense", "hybrid")
@@ -36,7 +37,7 @@ def load_queries(folder: Path = QUERIES) -> list[Query]:
     return out
 
 
-def evaluate(index, queries: list[Query], methods: tuple[str, ...] = METHODS, rrf_k: int = 60) -> dict:  # type: ignore[no-untyped-def]
+def evaluate(index, queries: list[Query], methods: tuple[str, ...] = METHODS, rrf_k: int = RRF_K) -> dict:  # type: ignore[no-untyped-def]
     unknown = {g for q in queries for g in q.gold if g not in index.corpus.clauses}
     if unknown:
         raise ValueError(f"queries cite clauses missing from the corpus: {sorted(unknown)}")

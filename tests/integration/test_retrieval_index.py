@@ -7,12 +7,14 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from copilot.errors import ComponentMissing
 from copilot.policy import load_corpus
+from copilot.retrieval.chunks import Chunk
 from copilot.retrieval.embedder import Embedder, get_embedder
-from copilot.retrieval.index import PolicyIndex, rrf
+from copilot.retrieval.index import PolicyIndex, _best_per_clause, rrf
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +23,19 @@ def test_rrf_orders_by_summed_reciprocal_ranks() -> None:
     fused = rrf([{"A": 0.9, "B": 0.5}, {"B": 3.0, "C": 1.0}], k=60)
     assert fused["B"] == pytest.approx(1 / 62 + 1 / 61)
     assert max(fused, key=fused.get) == "B"
+    # a half-weight second ranking: its first place counts half, so A (first in the full-weight ranking) wins
+    weighted = rrf([{"A": 0.9, "B": 0.5}, {"B": 3.0, "C": 1.0}], k=5, weights=[1.0, 0.5])
+    assert weighted["A"] == pytest.approx(1 / 6) and weighted["B"] == pytest.approx(1 / 7 + 0.5 / 6)
+    assert weighted["C"] == pytest.approx(0.5 / 7)
+
+
+def test_a_clause_scores_its_best_chunk_plus_a_share_of_its_second() -> None:
+    chunks = [Chunk("X-1.1", "violating", "a"), Chunk("X-1.1", "violating", "b"), Chunk("X-1.1", "violating", "c"),
+              Chunk("Y-1.1", "violating", "d")]
+    ids, scores = np.array([3, 0, 2, 1, -1]), np.array([0.80, 0.70, 0.65, 0.60, 0.0])
+    assert _best_per_clause(chunks, ids, scores) == pytest.approx({"Y-1.1": 0.80, "X-1.1": 0.70})
+    both = _best_per_clause(chunks, ids, scores, second=0.5)
+    assert both == pytest.approx({"Y-1.1": 0.80, "X-1.1": 0.70 + 0.5 * 0.65})  # two near examples beat one
 
 
 def test_index_persists_with_manifest_and_reembeds_only_changes(corpus_dir: Path, tmp_path: Path) -> None:
