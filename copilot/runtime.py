@@ -205,7 +205,9 @@ class Runtime:
 
 
 def _detail_of(value: Any) -> str:
-    """Which backend a model runs on (e.g. the embedder fell back from ONNX to torch, and why)."""
+    """Which backend a model runs on (e.g. the index's embedder fell back from ONNX to torch, and why)."""
+    if not isinstance(getattr(value, "backend", None), str) and hasattr(value, "embedder"):
+        value = value.embedder  # the index: say how its queries are embedded
     backend = getattr(value, "backend", None)
     if not isinstance(backend, str):
         return ""

@@ -31,6 +31,8 @@ def test_health_and_ready(server: Server) -> None:
     assert comps["media"]["required"] is False and comps["media"]["status"] in ("ready", "loading")  # optional: never gates readiness
     assert all(comps[n]["status"] == "ready" for n in ("corpus", "index", "classifier", "database"))
     assert comps["llm"]["status"] == "not_configured" and comps["llm_prefix"]["status"] == "not_configured"
+    # which backend each model runs on is visible (a silent ONNX -> torch fallback would cost 3x search time)
+    assert comps["index"]["detail"].startswith("backend onnx-fp32") and comps["classifier"]["detail"].startswith("backend onnx-int8")
     assert r.headers["x-request-id"]
 
 
