@@ -5,7 +5,7 @@
 The graph is exported with eager attention and then fused by ONNX Runtime's transformer optimizer (one Attention op
 per layer, embeddings + LayerNorm, SkipLayerNorm, BiasGelu); quantisation turns the fused attention into QAttention.
 Why: the stock export spells attention as a dozen small ops whose softmax and batched matmuls stay fp32 and unfused,
-which is what held 256-token cases to ~35 cases/s; fused, int8 runs them about 1.9x faster (benchmarks/RESULTS.md).
+which is what held 256-token cases to ~35-45 cases/s; fused, int8 runs them about 1.7-1.8x faster (benchmarks/RESULTS.md).
 The int8 model is written as model.int8.onnx; inference picks it up automatically (backend "auto") only when
 keep_int8 is true, i.e. when it loses no more than `max_auprc_loss` macro-AUPRC against fp32 on the given texts.
 """
@@ -64,7 +64,7 @@ def export_onnx(folder: Path, check_texts: list[str] | None = None, check_y: np.
         quantised = Classifier(folder, backend="torch")
         quantised._init_onnx(int8)
         # int8 activations are quantised with one scale per tensor, computed on the fly: a text's scores depend a little
-        # on what shares its batch. The service scores most cases alone, so int8 must pass both ways.
+        # on what shares its batch. The service scores a case alone or in a micro-batch, so int8 must pass both ways.
         a, b, b1 = macro(Classifier(folder, backend="torch")), macro(quantised), macro(quantised, one_by_one=True)
         worst = min(b, b1)
         report.update({"fp32_macro_auprc": round(a, 4), "int8_macro_auprc": round(b, 4), "int8_single_macro_auprc": round(b1, 4),
