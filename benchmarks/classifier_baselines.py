@@ -115,7 +115,7 @@ def main() -> None:
     from copilot.classifier.inference import Classifier
     from copilot.classifier.train import TrainArgs, prepare
     from copilot.config import get_settings
-    from copilot.retrieval.embedder import get_embedder
+    from copilot.retrieval.embedder import embedder_for
 
     s = get_settings()
     folder = s.classifier_path
@@ -129,7 +129,7 @@ def main() -> None:
     Mdv = np.stack([e.mask[li] for e in dev])
     gtexts, Yg = gold_arrays(labels)
     Mg = np.ones_like(Yg)
-    emb = get_embedder(s.embedder_path, s.torch_threads, s.embedder_backend, s.data_dir / "models")
+    emb = embedder_for(s)
     t0 = time.time()
     Etr = emb.encode([e.text for e in train], batch_size=128)
     Edv = emb.encode([e.text for e in dev], batch_size=128)

@@ -31,14 +31,14 @@ def main() -> None:
 
     from copilot.config import get_settings
     from copilot.policy import load_corpus
-    from copilot.retrieval.embedder import get_embedder
+    from copilot.retrieval.embedder import embedder_for
     from copilot.retrieval.index import PolicyIndex
     from eval.retrieval_eval import load_queries
 
     s = get_settings()
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, faiss {faiss.__version__}")
     corpus = load_corpus(s.corpus_dir)
-    emb = get_embedder(s.embedder_path, s.torch_threads, s.embedder_backend, s.data_dir / "models")
+    emb = embedder_for(s)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         idx, rep = PolicyIndex.load_or_build(corpus, emb, Path(tmp) / "index", force=True)

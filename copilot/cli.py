@@ -131,13 +131,13 @@ def policy_ask(question: str, as_json: Annotated[bool, typer.Option("--json")] =
 def index_build(force: Annotated[bool, typer.Option(help="Re-embed every chunk even if unchanged.")] = False) -> None:
     """Build (or refresh) the FAISS + BM25 index; only changed clauses are re-embedded."""
     from copilot.policy import load_corpus
-    from copilot.retrieval.embedder import get_embedder
+    from copilot.retrieval.embedder import embedder_for
     from copilot.retrieval.index import PolicyIndex
 
     s = get_settings()
     try:
         corpus = load_corpus(s.corpus_dir)
-        emb = get_embedder(s.embedder_path, s.torch_threads, s.embedder_backend, s.data_dir / "models")
+        emb = embedder_for(s)
         with progress() as p:
             task = p.add_task("embedding clauses", total=None)
             _idx, rep = PolicyIndex.load_or_build(corpus, emb, s.index_dir, force=force, progress=lambda d, t: p.update(task, completed=d, total=t))

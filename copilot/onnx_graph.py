@@ -37,6 +37,17 @@ def session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token id rows padded to the longest, and the attention mask (1 on real tokens)."""
+    width = max(len(q) for q in seqs)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    for r, q in enumerate(seqs):
+        ids[r, : len(q)] = q
+        mask[r, : len(q)] = 1
+    return ids, mask
+
+
 def length_groups(lengths: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[np.ndarray]:
     """Indices of the inputs sorted by length, cut into passes of at most batch_size rows and max_tokens padded tokens.
 

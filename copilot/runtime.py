@@ -80,10 +80,9 @@ class Runtime:
 
     @property
     def embedder(self):  # type: ignore[no-untyped-def]
-        from copilot.retrieval.embedder import get_embedder
+        from copilot.retrieval.embedder import embedder_for
 
-        return self._get("embedder", lambda: get_embedder(self.settings.embedder_path, self.settings.torch_threads,
-                                                           self.settings.embedder_backend, self.settings.data_dir / "models"))
+        return self._get("embedder", lambda: embedder_for(self.settings))
 
     @property
     def index(self):  # type: ignore[no-untyped-def]

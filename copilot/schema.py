@@ -80,6 +80,11 @@ class MediaReport(BaseModel):
     model_ids: dict[str, str] = Field(default_factory=dict)
 
 
+def primary_language(tag: str | None) -> str:
+    """A BCP-47 tag's primary language ('en-US', 'pt_BR' -> 'en', 'pt'); '' when none is given."""
+    return (tag or "").replace("_", "-").split("-")[0].lower()
+
+
 class Case(BaseModel):
     """What a reviewer sees of a short video or post."""
 

@@ -24,7 +24,7 @@ import numpy as np
 from copilot.errors import ComponentMissing
 from copilot.evidence import locate as locate_evidence
 from copilot.runtime import Runtime
-from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, LabelScore, SearchHit, Suggestion
+from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, LabelScore, SearchHit, Suggestion, primary_language
 from copilot.validate import validate_case
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def suggest_fast(rt: Runtime, case: Case, scored: Scored | None = None, query_ve
             abstain.append(f"allowance clause {allowance.clause_id} ({allowance.title}) ranks above {best.clause_id}: a human should check the exception")
     if scored.uncertain:
         abstain.append("score close to threshold for " + ", ".join(scored.uncertain))
-    lang = (case.language or "").replace("_", "-").split("-")[0].lower()
+    lang = primary_language(case.language)
     if lang and lang not in SUPPORTED_LANGUAGES:
         abstain.append(f"the case is in '{case.language}' and the classifier and policy index are English-only: a human should review it")
     supported = {s.label for s in scored.scores if s.supported}

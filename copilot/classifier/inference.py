@@ -16,7 +16,7 @@ import numpy as np
 
 from copilot.classifier.artifacts import THRESHOLDS_FILE, Calibration, ClassifierMeta, read_thresholds
 from copilot.errors import ComponentMissing
-from copilot.onnx_graph import length_groups, session
+from copilot.onnx_graph import length_groups, pad, session
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -163,14 +163,7 @@ class Classifier:
         out = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
         with self._lock:
             for idx in length_groups([len(w) for w in windows], batch_size, self.max_batch_tokens):
-                batch = [windows[i] for i in idx]
-                width = max(len(w) for w in batch)
-                ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
-                mask = np.zeros((len(batch), width), dtype=np.int64)
-                for r, w in enumerate(batch):
-                    ids[r, : len(w)] = w
-                    mask[r, : len(w)] = 1
-                out[idx] = self._forward(ids, mask)
+                out[idx] = self._forward(*pad([windows[i] for i in idx], self._pad_id))
         if len(windows) == len(texts):  # every text fit in one window (the usual case): out is the answer
             return out
         local_mask = np.asarray(local)

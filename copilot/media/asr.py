@@ -17,7 +17,7 @@ import numpy as np
 
 from copilot.media import models as media_models
 from copilot.media.tools import MediaInfo, run
-from copilot.schema import TimedLine
+from copilot.schema import TimedLine, primary_language
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,8 @@ class Transcriber:
 
     def whisper_language(self, language: str | None) -> str | None:
         """A case's BCP-47 tag ('en-US', 'pt_BR') as Whisper's code ('en', 'pt'); None (detect) for one Whisper lacks."""
-        if not language:
-            return None
-        primary = language.replace("_", "-").split("-")[0].lower()
-        return primary if primary in set(self._model.supported_languages) else None
+        primary = primary_language(language)
+        return primary if primary and primary in set(self._model.supported_languages) else None
 
     def transcribe(self, audio: np.ndarray, language: str | None = None, time_limit_s: float | None = None) -> Transcript:
         """Segments are consumed one at a time; past time_limit_s the rest is not recognised (a note says so): Whisper

@@ -11,11 +11,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from copilot import onnx_graph
 from copilot.errors import ComponentMissing
+
+if TYPE_CHECKING:
+    from copilot.config import Settings
 
 log = logging.getLogger(__name__)
 # padded tokens per ONNX pass (see copilot.onnx_graph.length_groups)
@@ -107,8 +111,6 @@ class Embedder:
             self._st = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
         return self._st
 
-    model = st  # older name
-
     def _init_onnx(self, cache_dir: Path) -> None:
         from transformers import AutoTokenizer
 
@@ -193,12 +195,7 @@ class Embedder:
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_len)["input_ids"]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for idx in onnx_graph.length_groups([len(i) for i in ids], batch_size, MAX_BATCH_TOKENS):
-            width = max(len(ids[i]) for i in idx)
-            x = np.zeros((len(idx), width), dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.int64)
-            for r, i in enumerate(idx):
-                x[r, : len(ids[i])] = ids[i]
-                mask[r, : len(ids[i])] = 1
+            x, mask = onnx_graph.pad([ids[i] for i in idx], self.tokenizer.pad_token_id)
             hidden = self.session.run(None, {"input_ids": x, "attention_mask": mask})[0]
             m = mask[..., None].astype(np.float32)
             v = (hidden * m).sum(1) / np.maximum(m.sum(1), 1e-9)
@@ -218,6 +215,11 @@ def _default_cache() -> Path:
     from copilot.config import get_settings
 
     return get_settings().data_dir / "models"
+
+
+def embedder_for(settings: Settings) -> Embedder:
+    """The embedder a deployment's settings ask for (ONNX graph cached under <data_dir>/models), shared per process."""
+    return get_embedder(settings.embedder_path, settings.torch_threads, settings.embedder_backend, settings.data_dir / "models")
 
 
 @lru_cache(maxsize=4)

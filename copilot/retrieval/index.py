@@ -200,18 +200,15 @@ def rrf(rankings: list[dict[str, float]], k: int = 60, weights: list[float] | No
 def _best_per_clause(chunks: list[Chunk], ids: np.ndarray, scores: np.ndarray, second: float = 0.0) -> dict[str, float]:
     """A clause's score: its best chunk's, plus `second` times its second best (dense: a clause two of whose examples
     sit near the query is a safer answer than one with a single lucky neighbour)."""
-    top: dict[str, list[float]] = {}
+    per: dict[str, list[float]] = {}
     for i, s in zip(ids, scores, strict=True):
-        if i < 0:
-            continue
-        best = top.setdefault(chunks[int(i)].clause_id, [])
-        if len(best) < 2:
-            best.append(float(s))
-            best.sort(reverse=True)
-        elif float(s) > best[1]:
-            best[1] = float(s)
-            best.sort(reverse=True)
-    return {cid: b[0] + (second * b[1] if len(b) > 1 else 0.0) for cid, b in top.items()}
+        if i >= 0:
+            per.setdefault(chunks[int(i)].clause_id, []).append(float(s))
+    out = {}
+    for cid, ss in per.items():
+        best, *rest = sorted(ss, reverse=True)
+        out[cid] = best + (second * rest[0] if rest else 0.0)
+    return out
 
 
 def _encode_with_progress(embedder: Embedder, texts: list[str], progress: Callable[[int, int], None] | None) -> np.ndarray:
