@@ -90,6 +90,10 @@ class Runtime:
 
         def build():  # type: ignore[no-untyped-def]
             idx, report = PolicyIndex.load_or_build(self.corpus, self.embedder, self.settings.index_dir)
+            trained_on = self.embedder.finetune.get("corpus_version")
+            if trained_on and trained_on != self.corpus.version:  # still works; new wording is learnt only by retraining
+                log.warning("the embedder was fine-tuned on corpus %s, the corpus is now %s: rerun `copilot index finetune-embedder` "
+                            "and measure with `copilot eval retrieval`", trained_on, self.corpus.version)
             if report.rebuilt:
                 log.info("index built: %d chunks (%d embedded, %d reused) in %.1fs", report.n_chunks, report.n_embedded, report.n_reused, report.seconds)
             rdir = self.settings.resolved_reranker_dir
@@ -211,7 +215,9 @@ def _detail_of(value: Any) -> str:
     if not isinstance(backend, str):
         return ""
     problem = getattr(value, "onnx_problem", None)
-    return f"backend {backend}" + (f" (ONNX unavailable: {problem})" if problem else "")
+    trained_on = (getattr(value, "finetune", None) or {}).get("corpus_version")
+    return (f"backend {backend}" + (f" (ONNX unavailable: {problem})" if problem else "")
+            + (f"; fine-tuned on corpus {trained_on}" if trained_on else ""))
 
 
 def _version_of(name: str, value: Any) -> str | None:

@@ -143,7 +143,7 @@ def run_training(args: TrainArgs) -> dict:
     from tqdm.auto import tqdm
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
-    from copilot.retrieval.embedder import default_embedder_path
+    from copilot.retrieval.embedder import base_embedder_path
 
     t_start = time.time()
     _set_seed(args.seed)
@@ -155,7 +155,7 @@ def run_training(args: TrainArgs) -> dict:
     log.info("training on %d rows, dev %d, %d supported labels: %s", len(train), len(dev), len(labels), ", ".join(labels))
     print(f"train {len(train)} rows, dev {len(dev)} rows; supported: {', '.join(labels)}; unsupported: {', '.join(unsupported) or '-'}")
 
-    base = args.base_model or default_embedder_path()
+    base = args.base_model or base_embedder_path()
     tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(
         str(base), num_labels=len(labels), problem_type="multi_label_classification", local_files_only=True,

