@@ -36,6 +36,14 @@ SUPPORTED_LANGUAGES = {"en"}
 UNSUPPORTED_ESCALATE_SIM = 0.55
 
 
+def language_reason(case: Case) -> str | None:
+    """Why a case must go to a human on language grounds (both paths use it), or None."""
+    lang = primary_language(case.language)
+    if lang and lang not in SUPPORTED_LANGUAGES:
+        return f"the case is in '{case.language}' and the classifier and policy index are English-only: a human should review it"
+    return None
+
+
 @dataclass
 class Scored:
     scores: list[LabelScore]
@@ -106,9 +114,8 @@ def suggest_fast(rt: Runtime, case: Case, scored: Scored | None = None, query_ve
             abstain.append(f"allowance clause {allowance.clause_id} ({allowance.title}) ranks above {best.clause_id}: a human should check the exception")
     if scored.uncertain:
         abstain.append("score close to threshold for " + ", ".join(scored.uncertain))
-    lang = primary_language(case.language)
-    if lang and lang not in SUPPORTED_LANGUAGES:
-        abstain.append(f"the case is in '{case.language}' and the classifier and policy index are English-only: a human should review it")
+    if (reason := language_reason(case)) is not None:
+        abstain.append(reason)
     supported = {s.label for s in scored.scores if s.supported}
     if hits:
         top = hits[0]

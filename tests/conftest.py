@@ -18,6 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from copilot.config import PROJECT_ROOT, Settings
+from copilot.policy import load_corpus
+from copilot.policy.corpus import Corpus
 from copilot.runtime import Runtime
 
 
@@ -129,3 +131,9 @@ def server(settings: Settings, runtime: Runtime) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     return PROJECT_ROOT / "policy_corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Corpus:
+    """The bundled corpus, loaded once (read-only: tests that edit a corpus copy it to a temp folder)."""
+    return load_corpus(Settings().corpus_dir)

@@ -45,6 +45,8 @@ class StructuredResult:
     cached_tokens: int = 0
     seconds: float = 0.0
     first_token_s: float | None = None
+    passes: int = 0  # forward passes while decoding (local speculative decoding: fewer than completion tokens)
+    accepted_draft_tokens: int = 0
 
 
 def parse_json_object(raw: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -91,8 +93,8 @@ class ChatBackend:
         result.seconds = time.perf_counter() - t0
         self.history.append((purpose, result))
         log.info(
-            "llm call: model=%s purpose=%s prompt_tokens=%d cached=%d completion_tokens=%d seconds=%.2f ttft=%s error=%s",
-            self.model_id, purpose, result.prompt_tokens, result.cached_tokens, result.completion_tokens, result.seconds,
+            "llm call: model=%s purpose=%s prompt_tokens=%d cached=%d completion_tokens=%d passes=%d seconds=%.2f ttft=%s error=%s",
+            self.model_id, purpose, result.prompt_tokens, result.cached_tokens, result.completion_tokens, result.passes, result.seconds,
             f"{result.first_token_s:.2f}" if result.first_token_s is not None else "-", result.error,
         )
         return result

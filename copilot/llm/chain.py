@@ -3,9 +3,11 @@ repaired once if needed, then combined with the classifier into a Suggestion.
 
 Flow of ``suggest_full(rt, case, fast)``:
 1. cache: a hit on (case hash, corpus version, model ids, prompt version) returns the stored suggestion (no tokens);
-2. prompt (copilot/llm/render.py): fixed system prefix, then clause summaries of the top retrieved clauses (plus the
-   clauses the fast path cited), the scores, the case last; the answer is decoded against a JSON schema whose enums
-   hold only the offered clause IDs;
+2. prompt (copilot/llm/render.py): fixed system prefix, then for at most MAX_PROMPT_AREAS candidate policy areas
+   (those of the fast path's labels, of labels scored near their threshold, then retrieval's first areas) the best
+   prohibition and the best allowance for this case (``offered_clauses``: the model chooses between a rule and its
+   exception), the scores, the case last; the answer is decoded against a JSON schema whose enums hold only the
+   offered clause IDs;
 3. checks (copilot/llm/checks.py); on errors one repair call names them (appended to the same prompt); still invalid,
    or any LLM error or timeout
    (COPILOT_LLM_TIMEOUT_S for the whole request; COPILOT_LLM_MAX_TOKENS per call) -> the fast path's suggestion is
@@ -19,23 +21,23 @@ Notation: for a label L, s(L) is the classifier's calibrated score, t(L) its thr
 sub-labels (hate/threatening implies hate). A label has a valid citation when the LLM cites a checked prohibition
 clause of L's policy area.
 
-A label L is suggested iff
-  - the LLM gives L, and
-  - L has a valid citation, and
-  - either the classifier does not support L (extremism, privacy, misinformation, any label with too little training
-    data: retrieval + LLM alone decide), or s(L) >= LLM_SUPPORT_FLOOR (the LLM may confirm or add a label the
-    classifier sees at least weakly, never one it scores near zero).
-The suggestion abstains (action ``escalate``, a human decides) when any of:
-  a. the classifier is confident, s(L) >= t(L) + m, but L is not suggested (strong disagreement; a label inside the
-     uncertain band t(L) +- m is the LLM's to settle and does not abstain);
-  b. the LLM gives labels but none of them has a valid citation (it sees a violation it cannot ground: "explain or
-     abstain"). A label without a valid citation is never suggested; when other labels are, it is dropped with a note;
-  c. the LLM sets abstain, or recommends ``escalate``.
-Labels are still reported when abstaining: they are the ones that passed the rule above.
-Citations kept: allowance clauses, and prohibition clauses of a suggested label's area (a clause whose label was not
-suggested is listed in the rationale's notes, not cited).
+The classifier proposes, the LLM settles what the classifier is unsure of, and only a checked citation makes a
+label. For each label L:
+  - flagged and the LLM cites an allowance of L's area without giving L: L is dropped (the exception applies); if
+    the classifier was confident, s(L) >= t(L) + m, the suggestion abstains instead (strong disagreement);
+  - flagged inside the uncertain band, t(L) <= s(L) < t(L) + m: kept only if the LLM gives L (a note says why not);
+  - flagged and confident: kept, cited by the LLM's prohibition of L's area or else the fast path's;
+  - not flagged: kept only if the LLM gives L with its own prohibition citation of L's area and, for a label the
+    classifier supports, s(L) >= LLM_SUPPORT_FLOOR (the LLM may add a label the classifier sees at least weakly,
+    never one it scores near zero; unsupported labels, e.g. extremism or privacy, are retrieval's and the LLM's).
+A kept label without any valid citation is not suggested: when no label remains the suggestion abstains ("explain or
+abstain"), otherwise a note names it. The suggestion also abstains (action ``escalate``, a human decides) when the
+LLM sets abstain or recommends ``escalate``, or the case is not in English (as on the fast path); the labels that
+passed are still reported.
+Citations: one prohibition per suggested label (a sub-label lends its clause to its base label), plus the allowances
+of areas with no suggested label (they explain a "no"); any other cited clause is listed in the notes, not cited.
 Action when not abstaining: no label -> ``no_action``; otherwise the LLM's action if it is the default action of one
-of the cited prohibition clauses of a suggested label, else the strictest of those clauses' default actions.
+of the kept prohibitions, else the strictest of those clauses' default actions.
 
 Streaming: ``stream_suggestion`` yields ("rationale", text) events while the first answer is generated, then one
 ("suggestion", Suggestion) event; ``stream_rationale`` yields only the text and returns the Suggestion as the
@@ -66,14 +68,16 @@ from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
 from copilot.llm.render import suggest_messages, suggest_system_text, suggestion_schema, unsupported_labels, with_repair
 from copilot.runtime import Runtime
 from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, Clause, Suggestion
+from copilot.suggest import language_reason
 
 log = logging.getLogger(__name__)
 
 # A supported label the classifier scores below this cannot be added by the LLM.
 LLM_SUPPORT_FLOOR = 0.05
-# Clauses offered to the model: the fast path's citations, then the top `retrieval_k` hits, at most this many
-# (each costs about 55 prompt tokens, about 0.5 s of prompt processing on 2 cores).
-MAX_PROMPT_CLAUSES = 5
+# Clauses offered to the model: per candidate area its best prohibition and its best allowance, at most this many
+# (a title line is about 15 prompt tokens, about 0.15 s of prompt processing on 2 cores).
+MAX_PROMPT_AREAS = 3
+MAX_PROMPT_CLAUSES = 6
 CACHE_SIZE = 512
 
 OnText = Callable[[str], None]
@@ -147,18 +151,44 @@ class Offered:
     scores: dict[str, float]  # retrieval score per clause ID
 
 
+def candidate_areas(rt: Runtime, fast: Suggestion, hits: list[Any]) -> list[str]:
+    """The policy areas the model is asked about, most likely first: those of the labels the fast path suggests, then
+    those of labels the classifier scores near their threshold, then those retrieval ranks first."""
+    taxonomy = rt.corpus.taxonomy
+    margin = rt.settings.fast_path_margin
+    areas: list[str] = []
+    near = sorted((s for s in fast.scores if s.supported and s.threshold is not None and s.score >= s.threshold - margin
+                   and s.score >= LLM_SUPPORT_FLOOR), key=lambda s: s.threshold - s.score)  # type: ignore[operator]
+    for area in [*(taxonomy.labels[lab].area for lab in fast.labels), *(taxonomy.labels[s.label].area for s in near),
+                 *(h.area for h in hits)]:
+        if area not in areas:
+            areas.append(area)
+    return areas[:MAX_PROMPT_AREAS]
+
+
 def offered_clauses(rt: Runtime, case: Case, fast: Suggestion) -> Offered:
+    """Per candidate area, its best-ranked prohibition and its best-ranked allowance for this case (the fast path's
+    citation is that area's prohibition when there is one): the model chooses between a rule and its exception."""
     corpus = rt.corpus
-    hits = rt.index.search(case.text(), k=rt.settings.retrieval_k)
+    text = case.text()
+    qv = rt.index.embedder.encode([text])[0]
+    hits = rt.index.search(text, k=rt.settings.retrieval_k, query_vec=qv)
     scores = {h.clause_id: h.score for h in hits}
-    ids: list[str] = []
-    for c in fast.citations:  # the clauses behind the classifier's flags come first: they must be on offer
-        ids.append(c.clause_id)
+    fast_ids = [c.clause_id for c in fast.citations]
+    for c in fast.citations:
         if c.score is not None:
             scores.setdefault(c.clause_id, c.score)
-    ids += [h.clause_id for h in hits if h.clause_id not in ids]
-    clauses = [corpus.get(cid) for cid in ids]
-    return Offered([c for c in clauses if c.status == "active"][:MAX_PROMPT_CLAUSES], scores)
+    chosen: list[Clause] = []
+    for area in candidate_areas(rt, fast, hits):
+        ranked = rt.index.search(text, k=12, areas={area}, query_vec=qv)
+        for h in ranked:
+            scores.setdefault(h.clause_id, h.score)
+        prohibition = next((corpus.get(cid) for cid in fast_ids if corpus.get(cid).area == area and corpus.get(cid).kind == "prohibition"), None)
+        if prohibition is None:
+            prohibition = next((corpus.get(h.clause_id) for h in ranked if h.kind == "prohibition"), None)
+        allowance = next((corpus.get(h.clause_id) for h in ranked if h.kind != "prohibition"), None)
+        chosen += [c for c in (prohibition, allowance) if c is not None and c.status == "active" and c not in chosen]
+    return Offered(chosen[:MAX_PROMPT_CLAUSES], scores)
 
 
 def render_prompt(rt: Runtime, case: Case, fast: Suggestion) -> tuple[list[Any], Offered]:
@@ -184,33 +214,76 @@ class Decision:
     action: Action
     abstain_reasons: list[str]
     notes: list[str]
-    cited: list[Clause]  # the citations kept: allowance clauses, and prohibition clauses of a suggested label's area
+    cited: list[Clause]  # one prohibition per suggested label (shared within an area), and the allowances that decided
 
 
 def ensemble(rt: Runtime, fast: Suggestion, out: LLMSuggestion, cited: list[Clause]) -> Decision:
     """Combine the classifier's scores with the checked LLM answer (the rule in this module's docstring)."""
-    taxonomy = rt.corpus.taxonomy
+    corpus = rt.corpus
+    taxonomy = corpus.taxonomy
     margin = rt.settings.fast_path_margin
     scores = {s.label: s for s in fast.scores}
-    cited_areas = {c.area for c in cited if c.kind == "prohibition"}
-    llm_labels = taxonomy.close([lab for lab in out.labels if lab in taxonomy.labels])
-    labels, uncited, notes, abstain = [], [], [], []
-    for label in llm_labels:
+    says = set(taxonomy.close([lab for lab in out.labels if lab in taxonomy.labels]))
+    prohibitions = [c for c in cited if c.kind == "prohibition"]
+    allowances: dict[str, Clause] = {}
+    for c in cited:
+        if c.kind != "prohibition":
+            allowances.setdefault(c.area, c)
+    fast_clauses = [corpus.get(c.clause_id) for c in fast.citations if c.clause_id in corpus.clauses]
+
+    def citation_for(label: str, own_only: bool) -> Clause | None:
+        area = taxonomy.labels[label].area
+        pools = [prohibitions] if own_only else [prohibitions, [c for c in fast_clauses if c.kind == "prohibition"]]
+        for pool in pools:
+            for match in (lambda c: label in c.labels, lambda c: c.area == area):
+                found = next((c for c in pool if match(c)), None)
+                if found is not None:
+                    return found
+        return None
+
+    labels: list[str] = []
+    cites: dict[str, Clause] = {}
+    uncited: list[str] = []
+    notes: list[str] = []
+    abstain: list[str] = []
+    excepted: set[str] = set()
+    for label in taxonomy.labels:
         s = scores.get(label)
-        if taxonomy.labels[label].area not in cited_areas:
+        scored = s is not None and s.supported and s.threshold is not None
+        allowance = allowances.get(taxonomy.labels[label].area)
+        if scored and s.flagged:  # type: ignore[union-attr]
+            assert s is not None and s.threshold is not None
+            confident = s.score >= s.threshold + margin
+            if allowance is not None and label not in says:
+                excepted.add(allowance.area)
+                if confident:
+                    abstain.append(f"the classifier is confident in {label} {s.score:.2f} (threshold {s.threshold:.2f}) but the LLM finds "
+                                   f"the exception {allowance.id} ({allowance.title})")
+                else:
+                    notes.append(f"{label} not suggested: exception {allowance.id} ({allowance.title})")
+                continue
+            if not confident and label not in says:
+                notes.append(f"{label} not suggested: {s.score:.2f} is near its threshold {s.threshold:.2f} and the LLM does not give it")
+                continue
+            own_only = False
+        elif label in says:
+            if scored and s.score < LLM_SUPPORT_FLOOR:  # type: ignore[union-attr]
+                notes.append(f"{label} not suggested: the classifier scores it {s.score:.2f}")  # type: ignore[union-attr]
+                continue
+            own_only = True  # a label the classifier does not flag needs the LLM's own clause
+        else:
+            continue
+        clause = citation_for(label, own_only)
+        if clause is None:
             uncited.append(label)
             continue
-        if s is not None and s.supported and s.score < LLM_SUPPORT_FLOOR:
-            notes.append(f"{label} not suggested: the classifier scores it {s.score:.2f}")
-            continue
         labels.append(label)
-    labels = [lab for lab in taxonomy.labels if lab in labels]  # taxonomy order
-    overruled = [
-        f"{s.label} {s.score:.2f} (threshold {s.threshold:.2f})" for s in fast.scores
-        if s.supported and s.threshold is not None and s.score >= s.threshold + margin and s.label not in labels
-    ]
-    if overruled:
-        abstain.append(f"the classifier is confident in {', '.join(overruled)} but the LLM does not back {'it' if len(overruled) == 1 else 'them'} with a clause")
+        cites[label] = clause
+    for sub in list(labels):  # a base label implied by a suggested sub-label ('sexual' by 'sexual/minors') shares its clause
+        for base in taxonomy.close([sub]):
+            if base not in cites:
+                cites[base] = cites[sub]
+    labels = [lab for lab in taxonomy.labels if lab in cites]
     if uncited and not labels:
         abstain.append(f"no valid citation for {', '.join(uncited)}")
     elif uncited:
@@ -219,18 +292,21 @@ def ensemble(rt: Runtime, fast: Suggestion, out: LLMSuggestion, cited: list[Clau
         abstain.append("the LLM abstained")
     elif out.action == Action.escalate.value:
         abstain.append("the LLM recommends escalation")
+    label_areas = {taxonomy.labels[lab].area for lab in labels}
+    kept: list[Clause] = []
+    for clause in [*(cites[lab] for lab in labels), *(a for area, a in allowances.items() if area not in label_areas)]:
+        if clause not in kept:
+            kept.append(clause)
+    unused = [c for c in cited if c not in kept]
+    if unused:
+        notes.append(f"{', '.join(c.id for c in unused)} not cited: {'it does' if len(unused) == 1 else 'they do'} not decide a suggested label")
     if abstain:
         action = Action.escalate
     elif not labels:
         action = Action.no_action
     else:
-        areas = {taxonomy.labels[lab].area for lab in labels}
-        allowed = [c.action for c in cited if c.kind == "prohibition" and c.area in areas]
+        allowed = [c.action for c in kept if c.kind == "prohibition"]
         action = Action(out.action) if out.action in {a.value for a in allowed} else _strictest(allowed)
-    label_areas = {taxonomy.labels[lab].area for lab in labels}
-    kept = [c for c in cited if c.kind == "allowance" or c.area in label_areas]
-    if len(kept) < len(cited):
-        notes.append(f"{', '.join(c.id for c in cited if c not in kept)} not cited: no suggested label of {'its' if len(cited) - len(kept) == 1 else 'their'} area")
     return Decision(labels, action, abstain, notes, kept)
 
 
@@ -358,6 +434,9 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
         return _fallback(rt, fast, f"LLM call failed: {type(exc).__name__}: {exc}", t0, prompt_version, (tokens[0], tokens[1]))
     out: LLMSuggestion = checked.out
     decision = ensemble(rt, fast, out, checked.clauses)
+    if (reason := language_reason(case)) is not None:  # the LLM reads other languages, but the corpus and scores do not
+        decision.abstain_reasons.append(reason)
+        decision.action = Action.escalate
     rationale = out.reasoning.strip() or "(no reasoning given)"
     notes = [*checked.dropped, *decision.notes]
     if notes:

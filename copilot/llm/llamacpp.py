@@ -11,6 +11,10 @@
   too), or it is evaluated once and saved. Only the per-case suffix is then evaluated. ``prefix_reuse=False`` resets
   the cache before every call (the benchmark's baseline).
 - Greedy decoding (temperature 0): the same prompt gives the same answer, which the suggestion cache and tests rely on.
+- Speculative decoding (``speculative=True``): copilot/llm/draft.py proposes the schema-forced and case-copied text,
+  one batched pass verifies up to ``max_draft_tokens`` of it and the KV cache is truncated after the first token the
+  model would not have chosen. Fewer passes, same deterministic answer for a given prompt and build; it may differ
+  from non-speculative decoding on near-ties (batched arithmetic).
 - One call at a time per model (a lock): a ``Llama`` object is not thread-safe.
 """
 
@@ -39,6 +43,7 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from copilot.llm.base import ChatBackend, LLMError, LLMTimeout, StructuredResult, parse_json_object
+from copilot.llm.draft import JsonDraft
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,8 @@ class LlamaCppChat(BaseChatModel):
     max_tokens: int = 256
     prefix_reuse: bool = True
     prefix_cache_dir: str | None = None
+    speculative: bool = True  # schema-drafted speculative decoding (copilot/llm/draft.py) for JSON-constrained calls
+    max_draft_tokens: int = 10
 
     _llama: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default=None)
@@ -257,7 +264,12 @@ class LlamaCppChat(BaseChatModel):
             vocab = llama._model.vocab
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             n = 0
-            for tok in llama.generate(tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, grammar=grammar):
+            text: list[str] = []
+            draft = JsonDraft(json_schema) if (self.speculative and json_schema is not None) else None
+            stats.update(drafted_tokens=0, accepted_tokens=0, passes=0)
+            gen = self._speculative(tokens, grammar, draft, text, stats) if draft is not None else llama.generate(
+                tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, grammar=grammar)
+            for tok in gen:
                 if llama_cpp.llama_vocab_is_eog(vocab, tok):
                     break
                 n += 1
@@ -266,6 +278,7 @@ class LlamaCppChat(BaseChatModel):
                     stats["first_token_s"] = time.perf_counter() - t0
                 piece = decoder.decode(llama.detokenize([tok]))
                 if piece:
+                    text.append(piece)
                     yield piece
                 if n >= budget:
                     stats["finish_reason"] = "length"
@@ -281,6 +294,50 @@ class LlamaCppChat(BaseChatModel):
                 yield tail
         finally:
             self._lock.release()
+
+    def _speculative(self, tokens: list[int], grammar: Any, draft: JsonDraft, text: list[str], stats: dict[str, Any]) -> Iterator[int]:
+        """Greedy, grammar-constrained decoding that verifies drafted tokens in one batch (see copilot/llm/draft.py).
+
+        A drafted token is kept only where the model, under the grammar, picks that very token; at the first
+        disagreement the model's own token is kept and the rest of the draft is dropped from the KV cache. (A batched
+        pass can flip a near-tie that one-token passes would break the other way; the answer stays deterministic.) ``text`` is the caller's list of decoded pieces (what the draft continues).
+        """
+        llama = self._llama
+        ctx = llama._ctx
+        keep = _common_prefix(llama._input_ids.tolist(), tokens)
+        keep = min(keep, len(tokens) - 1)  # at least one token is evaluated, so the logits are this prompt's
+        llama.n_tokens = keep
+        ctx.kv_cache_seq_rm(-1, keep, -1)
+        llama.eval(tokens[keep:])  # logits of the last position only
+        llama._requires_eval = True  # the context's logits will not be this prompt's once decoding starts
+        sampler = llama._init_sampler(top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, grammar=grammar)
+        tok = sampler.sample(ctx, -1)
+        while True:
+            yield tok
+            proposal = draft.propose("".join(text))  # the caller has appended tok's text by the time we resume
+            drafted = self._tokenize(proposal)[: self.max_draft_tokens] if proposal else []
+            if llama.n_tokens + 1 + len(drafted) >= self.n_ctx:
+                drafted = []
+            batch = [tok, *drafted]
+            base = llama.n_tokens
+            ctx.kv_cache_seq_rm(-1, base, -1)
+            llama._batch.set_batch(batch=batch, n_past=base, logits_all=True)
+            ctx.decode(llama._batch)
+            llama.input_ids[base:base + len(batch)] = batch
+            llama.n_tokens = base + len(batch)
+            stats["passes"] = stats.get("passes", 0) + 1
+            stats["drafted_tokens"] = stats.get("drafted_tokens", 0) + len(drafted)
+            for i in range(len(batch)):
+                nxt = sampler.sample(ctx, i)
+                if i < len(drafted) and nxt == drafted[i]:
+                    stats["accepted_tokens"] = stats.get("accepted_tokens", 0) + 1
+                    yield nxt  # an end-of-generation token ends the caller's loop, and this generator with it
+                    continue
+                # the model disagrees (or the draft is used up): keep batch[: i + 1] in the cache, continue from nxt
+                llama.n_tokens = base + i + 1
+                ctx.kv_cache_seq_rm(-1, llama.n_tokens, -1)
+                tok = nxt
+                break
 
     def _usage(self, stats: dict[str, Any]) -> dict[str, Any]:
         p, c = int(stats.get("prompt_tokens", 0)), int(stats.get("completion_tokens", 0))
@@ -428,7 +485,8 @@ class LlamaCppBackend(ChatBackend):
         return StructuredResult(
             data=data, raw=raw, error=error, prompt_tokens=int(stats.get("prompt_tokens", 0)),
             completion_tokens=int(stats.get("completion_tokens", 0)), cached_tokens=int(stats.get("cached_tokens", 0)),
-            first_token_s=stats.get("first_token_s"),
+            first_token_s=stats.get("first_token_s"), passes=int(stats.get("passes") or stats.get("completion_tokens", 0)),
+            accepted_draft_tokens=int(stats.get("accepted_tokens", 0)),
         )
 
     def warm_prefix(self, system_text: str) -> None:

@@ -20,7 +20,7 @@ PROMPT_DIR = Path(__file__).parent / "prompts"
 _SECTION = re.compile(r"^=== (\w+) ===[ \t]*$", re.M)
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
-SUGGEST_PROMPT = "suggest_v1"
+SUGGEST_PROMPT = "suggest_v2"
 ASK_PROMPT = "ask_v1"
 
 

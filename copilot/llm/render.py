@@ -2,8 +2,8 @@
 
 Prompt layout, for KV reuse on local models: the system message is fixed for a corpus version (instructions and the
 label list, marking the labels the classifier does not score), then the user message holds what changes per case,
-the case last. Clauses are given as ID, the labels they prohibit or allow, title and summary (not the whole clause:
-about 55 tokens instead of 200); past the first SUMMARY_CLAUSES, by title only.
+the case last. Clauses are given as ID, the labels they prohibit or allow and the title (about 15 tokens; the summary
+would add 40, the whole clause 200): every prompt token is paid before the first word of the rationale streams.
 The case is untrusted data: it is fenced in <case> ... </case>, and anything in it that looks like that fence is
 defused, so a case cannot close the block and speak as the system.
 """
@@ -22,19 +22,20 @@ from copilot.policy.corpus import Corpus
 from copilot.schema import Action, Case, Clause, LabelScore
 from copilot.taxonomy import Taxonomy
 
-# The first this many offered clauses are given with their summary, the rest by title (about 55 vs 20 tokens each).
-SUMMARY_CLAUSES = 3
+# The first this many offered clauses are given with their summary, the rest by title (about 55 vs 15 tokens each).
+SUMMARY_CLAUSES = 0
 # Case text beyond this many characters is cut from the prompt (quotes are still checked against the whole case).
 CASE_CHARS_IN_PROMPT = 3000
 QUESTION_CHARS_IN_PROMPT = 2000
 # Classifier scores below this are left out of the prompt unless flagged.
 SCORE_FLOOR_IN_PROMPT = 0.05
-# Output limits (they bound the completion tokens: about 60 to 90 per answer).
-REASONING_MAX_CHARS = 160
+# Output limits (they bound the completion tokens: about 50 to 80 per answer).
+REASONING_MAX_CHARS = 120
 EVIDENCE_MAX_ITEMS = 2
 EVIDENCE_MAX_CHARS = 60
 LABELS_MAX_ITEMS = 4
-CLAUSES_MAX_ITEMS = 3
+CLAUSES_MAX_ITEMS = 2
+ASK_CLAUSES_MAX_ITEMS = 3
 ANSWER_MAX_CHARS = 400
 
 _FENCE = re.compile(r"<\s*/?\s*(case|question)\b[^>]*>", re.I)
@@ -161,7 +162,7 @@ def ask_schema(clause_ids: Sequence[str]) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "answer": {"type": "string", "maxLength": ANSWER_MAX_CHARS},
-            "clause_ids": {"type": "array", "items": clause_items, "maxItems": CLAUSES_MAX_ITEMS if clause_ids else 0},
+            "clause_ids": {"type": "array", "items": clause_items, "maxItems": ASK_CLAUSES_MAX_ITEMS if clause_ids else 0},
             "covered": {"type": "boolean"},
         },
         "required": ["answer", "clause_ids", "covered"],

@@ -23,6 +23,7 @@ from copilot.ask import ask
 from copilot.config import Settings
 from copilot.llm.chain import offered_clauses, stream_rationale, stream_suggestion, suggestion_cache
 from copilot.llm.models import SMOLLM
+from copilot.llm.prompts import SUGGEST_PROMPT
 from copilot.runtime import Runtime
 from copilot.schema import Case, Suggestion
 from copilot.suggest import suggest, suggest_fast
@@ -138,7 +139,7 @@ def test_valid_answer_gives_a_full_suggestion(openai_rt: Runtime, fake: FakeOpen
     case = Case.from_text(HATE)
     sug = suggest(openai_rt, case, mode="full")
     assert sug.path == "full" and sug.fallback_reason is None, sug.fallback_reason
-    assert sug.prompt_version and sug.prompt_version.startswith("suggest_v1@")
+    assert sug.prompt_version and sug.prompt_version.startswith(f"{SUGGEST_PROMPT}@")
     assert (sug.prompt_tokens, sug.completion_tokens) == (100, 20)
     assert sug.model_ids["llm"] == f"openai:fake-model@{fake.url.split('/')[2]}"
     offered = set(_enum(fake.requests[0]))
@@ -259,6 +260,14 @@ def test_ask_llm_path_validates_citations(openai_rt: Runtime, fake: FakeOpenAI) 
     assert ask(openai_rt, q).mode == "extractive"
 
 
+def test_full_path_escalates_a_non_english_case(openai_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push(valid_answer(openai_rt))
+    case = Case(caption=HATE + " (de)", language="de")
+    sug = suggest(openai_rt, case, mode="full")
+    assert sug.path == "full" and sug.fallback_reason is None and len(fake.requests) == 1
+    assert sug.abstained and sug.action.value == "escalate" and "'de'" in (sug.abstain_reason or "")
+
+
 # ---- local llama.cpp backend with SmolLM2-135M ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smol_rt(settings: Settings, runtime: Runtime) -> Runtime:
@@ -352,6 +361,22 @@ def test_smollm_constrained_output_is_schema_shaped(smol_rt: Runtime) -> None:
     assert set(res.data["clause_ids"]) <= {"HAT-1.1", "HAT-9.1"}
     for quote in res.data["evidence"]:  # the quote grammar only admits runs of the case's words
         assert quote in case.text(), quote
+
+
+def test_smollm_speculative_decoding_takes_fewer_passes_than_tokens(smol_rt: Runtime) -> None:
+    from copilot.llm.render import suggest_messages, suggestion_schema
+
+    case = Case.from_text(HATE + " Spread this everywhere.")
+    clauses = [smol_rt.corpus.get("HAT-1.1"), smol_rt.corpus.get("HAT-9.1")]
+    res = smol_rt.llm.structured(
+        suggest_messages(smol_rt.corpus, case, suggest_fast(smol_rt, case).scores, clauses),
+        suggestion_schema(smol_rt.corpus.taxonomy, [c.id for c in clauses], case), max_tokens=160, deadline=time.monotonic() + 120,
+    )
+    assert res.completion_tokens > 10
+    # the schema's keys and punctuation are drafted and accepted: several tokens per forward pass
+    assert res.accepted_draft_tokens > 0 and res.passes < res.completion_tokens, (res.passes, res.completion_tokens)
+    if res.data is not None:
+        assert list(res.data) == ["reasoning", "labels", "clause_ids", "evidence", "action", "abstain"]
 
 
 def test_smollm_ask_answers_or_falls_back(smol_rt: Runtime) -> None:

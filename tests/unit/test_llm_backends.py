@@ -14,7 +14,7 @@ from copilot.llm.base import parse_json_object
 from copilot.llm.chain import LLM_SUPPORT_FLOOR, SuggestionCache, _ReasoningStream, ensemble
 from copilot.llm.checks import LLMSuggestion
 from copilot.runtime import Runtime
-from copilot.schema import Action, LabelScore, Suggestion
+from copilot.schema import Action, Citation, LabelScore, Suggestion
 
 
 def test_unknown_backend_fails_with_close_matches() -> None:
@@ -150,3 +150,27 @@ def test_action_falls_back_to_the_cited_clauses_strictest(rt: Runtime) -> None:
     d = _ens(rt, _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True)), ["hate/threatening"], ["HAT-2.1"], action="warning_label")
     assert d.labels == ["hate", "hate/threatening"]  # sub-labels imply their base label
     assert d.action == rt.corpus.get("HAT-2.1").action
+
+
+def test_an_allowance_overrules_a_label_near_its_threshold_without_escalating(rt: Runtime) -> None:
+    # flagged, but inside the uncertain band: the LLM's exception decides, and the exception is what gets cited
+    d = _ens(rt, _fast(LabelScore(label="hate", score=0.45, threshold=0.4, flagged=True)), [], ["HAT-9.1"], action="no_action")
+    assert (d.labels, d.abstain_reasons, d.action) == ([], [], Action.no_action)
+    assert [c.id for c in d.cited] == ["HAT-9.1"] and any("exception HAT-9.1" in n for n in d.notes)
+
+
+def test_a_confident_label_the_llm_only_leaves_out_stays_with_the_fast_paths_clause(rt: Runtime) -> None:
+    # no exception cited: silence is not disagreement; the classifier's label keeps the clause the fast path cited
+    fast = _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True))
+    fast.labels = ["hate"]
+    fast.citations = [Citation(clause_id="HAT-1.1", title="t", area="hate", summary="s")]
+    d = _ens(rt, fast, [], [], action="no_action")
+    assert d.labels == ["hate"] and [c.id for c in d.cited] == ["HAT-1.1"] and not d.abstain_reasons
+    assert d.action == rt.corpus.get("HAT-1.1").action
+
+
+def test_one_clause_per_area_is_cited_and_a_sub_label_lends_its_clause(rt: Runtime) -> None:
+    d = _ens(rt, _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True)), ["hate", "hate/threatening"], ["HAT-2.1", "HAT-1.1"])
+    assert d.labels == ["hate", "hate/threatening"]
+    assert [c.id for c in d.cited] == ["HAT-2.1"]  # HAT-2.1 prohibits both: HAT-1.1 adds nothing and is noted, not cited
+    assert any("HAT-1.1 not cited" in n for n in d.notes)
