@@ -53,6 +53,10 @@ class Taxonomy:
                 out.add(base)
         return sorted(out)
 
+    def is_sub_label(self, label: str) -> bool:
+        """'hate/threatening' is a sub-label (of 'hate'); 'hate' is not."""
+        return "/" in label and label.split("/")[0] in self.labels
+
     def area_of(self, label: str) -> Area:
         return self.areas[self.labels[self.check(label)].area]
 

@@ -21,15 +21,19 @@ Notation: for a label L, s(L) is the classifier's calibrated score, t(L) its thr
 sub-labels (hate/threatening implies hate). A label has a valid citation when the LLM cites a checked prohibition
 clause of L's policy area.
 
-The classifier proposes, the LLM settles what the classifier is unsure of, and only a checked citation makes a
-label. For each label L:
-  - flagged and the LLM cites an allowance of L's area without giving L: L is dropped (the exception applies); if
-    the classifier was confident, s(L) >= t(L) + m, the suggestion abstains instead (strong disagreement);
-  - flagged inside the uncertain band, t(L) <= s(L) < t(L) + m: kept only if the LLM gives L (a note says why not);
-  - flagged and confident: kept, cited by the LLM's prohibition of L's area or else the fast path's;
-  - not flagged: kept only if the LLM gives L with its own prohibition citation of L's area and, for a label the
-    classifier supports, s(L) >= LLM_SUPPORT_FLOOR (the LLM may add a label the classifier sees at least weakly,
-    never one it scores near zero; unsupported labels, e.g. extremism or privacy, are retrieval's and the LLM's).
+The classifier proposes; the LLM can except, confirm or add, and only a checked citation makes a label. For each L:
+  - flagged (s(L) >= t(L)), and the LLM cites an allowance of L's area while giving no label of that area: inside
+    the uncertain band (s(L) < t(L) + m) L is dropped with a note (the exception applies); if the classifier is
+    confident, L is kept and the suggestion abstains (strong disagreement: a human decides);
+  - flagged otherwise: kept, whether or not the LLM repeats it (silence is not disagreement), cited by the LLM's
+    prohibition of L's area or else the fast path's clause;
+  - not flagged, the LLM gives L: kept only with the LLM's own prohibition citation of L's area and, for a label the
+    classifier supports, only if L is a base label (a sub-label is a severity call the classifier was trained for)
+    and s(L) >= LLM_SUPPORT_FLOOR (the LLM may add a label the classifier sees at least weakly, never one it scores
+    near zero). Labels without classifier support (extremism, privacy, misinformation, ...) are retrieval's and the
+    LLM's alone.
+These choices were tuned on half of the gold set (var/gold-half-b.jsonl, benchmarks/gold_halves.py) and reported on
+the other half: see benchmarks/RESULTS.md.
 A kept label without any valid citation is not suggested: when no label remains the suggestion abstains ("explain or
 abstain"), otherwise a note names it. The suggestion also abstains (action ``escalate``, a human decides) when the
 LLM sets abstain or recommends ``escalate``, or the case is not in English (as on the fast path); the labels that
@@ -73,7 +77,7 @@ from copilot.suggest import language_reason
 log = logging.getLogger(__name__)
 
 # A supported label the classifier scores below this cannot be added by the LLM.
-LLM_SUPPORT_FLOOR = 0.05
+LLM_SUPPORT_FLOOR = 0.1
 # Clauses offered to the model: per candidate area its best prohibition and its best allowance, at most this many
 # (a title line is about 15 prompt tokens, about 0.15 s of prompt processing on 2 cores).
 MAX_PROMPT_AREAS = 3
@@ -246,27 +250,26 @@ def ensemble(rt: Runtime, fast: Suggestion, out: LLMSuggestion, cited: list[Clau
     uncited: list[str] = []
     notes: list[str] = []
     abstain: list[str] = []
-    excepted: set[str] = set()
     for label in taxonomy.labels:
         s = scores.get(label)
         scored = s is not None and s.supported and s.threshold is not None
-        allowance = allowances.get(taxonomy.labels[label].area)
+        area = taxonomy.labels[label].area
+        allowance = allowances.get(area)
         if scored and s.flagged:  # type: ignore[union-attr]
             assert s is not None and s.threshold is not None
             confident = s.score >= s.threshold + margin
-            if allowance is not None and label not in says:
-                excepted.add(allowance.area)
-                if confident:
-                    abstain.append(f"the classifier is confident in {label} {s.score:.2f} (threshold {s.threshold:.2f}) but the LLM finds "
-                                   f"the exception {allowance.id} ({allowance.title})")
-                else:
+            area_said = any(taxonomy.labels[lab].area == area for lab in says)
+            if allowance is not None and not area_said:  # the LLM finds this area's exception and no violation of it
+                if not confident:
                     notes.append(f"{label} not suggested: exception {allowance.id} ({allowance.title})")
-                continue
-            if not confident and label not in says:
-                notes.append(f"{label} not suggested: {s.score:.2f} is near its threshold {s.threshold:.2f} and the LLM does not give it")
-                continue
-            own_only = False
+                    continue
+                abstain.append(f"the classifier is confident in {label} {s.score:.2f} (threshold {s.threshold:.2f}) but the LLM finds "
+                               f"the exception {allowance.id} ({allowance.title})")
+            own_only = False  # flagged and not excepted: kept, whether or not the LLM repeats it
         elif label in says:
+            if scored and taxonomy.is_sub_label(label):
+                notes.append(f"{label} not suggested: the classifier does not flag it")
+                continue
             if scored and s.score < LLM_SUPPORT_FLOOR:  # type: ignore[union-attr]
                 notes.append(f"{label} not suggested: the classifier scores it {s.score:.2f}")  # type: ignore[union-attr]
                 continue

@@ -114,14 +114,29 @@ def test_llm_confirms_a_supported_label_with_a_citation(rt: Runtime) -> None:
 
 
 def test_confident_classifier_overruled_abstains(rt: Runtime) -> None:
-    d = _ens(rt, _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True)), [], ["HAT-9.1"], action="no_action")
-    assert d.labels == [] and d.action == Action.escalate
+    fast = _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True))
+    fast.citations = [Citation(clause_id="HAT-1.1", title="t", area="hate", summary="s")]
+    d = _ens(rt, fast, [], ["HAT-9.1"], action="no_action")
+    # the label stays (a human decides between the classifier and the exception) and the suggestion escalates
+    assert d.labels == ["hate"] and d.action == Action.escalate
     assert "confident in hate" in d.abstain_reasons[0]
+    # an LLM that names a hate label next to the exception is not excepting the area
+    d = _ens(rt, fast, ["hate"], ["HAT-9.1", "HAT-1.1"])
+    assert d.labels == ["hate"] and not d.abstain_reasons
 
 
-def test_uncertain_band_is_the_llms_to_settle(rt: Runtime) -> None:
-    d = _ens(rt, _fast(LabelScore(label="hate", score=0.45, threshold=0.4, flagged=True)), [], [], action="no_action")
-    assert (d.labels, d.abstain_reasons, d.action) == ([], [], Action.no_action)
+def test_a_flagged_label_the_llm_is_silent_on_stays_even_in_the_band(rt: Runtime) -> None:
+    fast = _fast(LabelScore(label="hate", score=0.45, threshold=0.4, flagged=True))
+    fast.citations = [Citation(clause_id="HAT-1.1", title="t", area="hate", summary="s")]
+    d = _ens(rt, fast, [], [], action="no_action")
+    assert (d.labels, d.abstain_reasons, [c.id for c in d.cited]) == (["hate"], [], ["HAT-1.1"])
+
+
+def test_llm_cannot_add_a_sub_label_the_classifier_does_not_flag(rt: Runtime) -> None:
+    fast = _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True),
+                 LabelScore(label="hate/threatening", score=0.3, threshold=0.5))
+    d = _ens(rt, fast, ["hate/threatening"], ["HAT-2.1"])
+    assert d.labels == ["hate"] and any("hate/threatening not suggested" in n for n in d.notes)
 
 
 def test_llm_cannot_add_a_label_the_classifier_scores_near_zero(rt: Runtime) -> None:
