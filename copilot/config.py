@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     llm_timeout_s: float = 30.0
     llm_threads: int = Field(default_factory=lambda: 1 if (os.cpu_count() or 1) <= 2 else 2,
                              description="llama.cpp threads; never more than the cores free for it (its threads busy-wait)")
+    llm_speculative: bool = Field(False, description="Local model: schema-drafted speculative decoding (copilot/llm/draft.py). Halves "
+                                  "decode passes, but on 2 CPU cores a 10-token verification pass costs nearly two single ones: +3 % "
+                                  "speed at 2 threads, -3 % at 1 (benchmarks/RESULTS.md), so it is off by default")
 
     # Media (video / audio cases)
     media_enabled: bool = Field(True, description="Accept video and audio cases (loads the speech model at start).")

@@ -103,6 +103,7 @@ def load_llamacpp(settings: Settings) -> ChatBackend:
         model_path=str(path), model_name=model_id, n_ctx=n_ctx,
         n_threads=int(getattr(settings, "llm_threads", DEFAULT_LLM_THREADS)),
         max_tokens=settings.llm_max_tokens, prefix_cache_dir=str(settings.data_dir / "cache" / "llm-prefix"),
+        speculative=bool(getattr(settings, "llm_speculative", False)),
     )
     return LlamaCppBackend(name="llamacpp", model_id=model_id, chat=chat, extra={"path": str(path), "sha256": digest})
 

@@ -11,10 +11,11 @@
   too), or it is evaluated once and saved. Only the per-case suffix is then evaluated. ``prefix_reuse=False`` resets
   the cache before every call (the benchmark's baseline).
 - Greedy decoding (temperature 0): the same prompt gives the same answer, which the suggestion cache and tests rely on.
-- Speculative decoding (``speculative=True``): copilot/llm/draft.py proposes the schema-forced and case-copied text,
-  one batched pass verifies up to ``max_draft_tokens`` of it and the KV cache is truncated after the first token the
-  model would not have chosen. Fewer passes, same deterministic answer for a given prompt and build; it may differ
-  from non-speculative decoding on near-ties (batched arithmetic).
+- Speculative decoding (``speculative=True``; COPILOT_LLM_SPECULATIVE, off by default: see config.py for why):
+  copilot/llm/draft.py proposes the schema-forced and case-copied text, one batched pass verifies up to
+  ``max_draft_tokens`` of it and the KV cache is truncated after the first token the model would not have chosen.
+  Fewer passes, same deterministic answer for a given prompt and build; it may differ from non-speculative decoding
+  on near-ties (batched arithmetic).
 - One call at a time per model (a lock): a ``Llama`` object is not thread-safe.
 """
 
@@ -82,7 +83,7 @@ class LlamaCppChat(BaseChatModel):
     max_tokens: int = 256
     prefix_reuse: bool = True
     prefix_cache_dir: str | None = None
-    speculative: bool = True  # schema-drafted speculative decoding (copilot/llm/draft.py) for JSON-constrained calls
+    speculative: bool = False  # schema-drafted speculative decoding (copilot/llm/draft.py) for JSON-constrained calls
     max_draft_tokens: int = 10
 
     _llama: Any = PrivateAttr(default=None)

@@ -368,10 +368,14 @@ def test_smollm_speculative_decoding_takes_fewer_passes_than_tokens(smol_rt: Run
 
     case = Case.from_text(HATE + " Spread this everywhere.")
     clauses = [smol_rt.corpus.get("HAT-1.1"), smol_rt.corpus.get("HAT-9.1")]
-    res = smol_rt.llm.structured(
-        suggest_messages(smol_rt.corpus, case, suggest_fast(smol_rt, case).scores, clauses),
-        suggestion_schema(smol_rt.corpus.taxonomy, [c.id for c in clauses], case), max_tokens=160, deadline=time.monotonic() + 120,
-    )
+    smol_rt.llm.chat.speculative = True  # off by default (COPILOT_LLM_SPECULATIVE)
+    try:
+        res = smol_rt.llm.structured(
+            suggest_messages(smol_rt.corpus, case, suggest_fast(smol_rt, case).scores, clauses),
+            suggestion_schema(smol_rt.corpus.taxonomy, [c.id for c in clauses], case), max_tokens=160, deadline=time.monotonic() + 120,
+        )
+    finally:
+        smol_rt.llm.chat.speculative = False
     assert res.completion_tokens > 10
     # the schema's keys and punctuation are drafted and accepted: several tokens per forward pass
     assert res.accepted_draft_tokens > 0 and res.passes < res.completion_tokens, (res.passes, res.completion_tokens)
