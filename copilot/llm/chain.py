@@ -4,7 +4,7 @@ repaired once if needed, then combined with the classifier into a Suggestion.
 Flow of ``suggest_full(rt, case, fast)``:
 1. cache: a hit on (case hash, corpus version, model ids, prompt version) returns the stored suggestion (no tokens);
 2. prompt (copilot/llm/render.py): fixed system prefix, then for at most MAX_PROMPT_AREAS candidate policy areas
-   (those of the fast path's labels, of labels scored near their threshold, then retrieval's first areas) the best
+   (those of the fast path's labels, of labels scored at or above threshold - margin, then retrieval's first areas) the best
    prohibition and the best allowance for this case (``offered_clauses``: the model chooses between a rule and its
    exception), the scores, the case last; the answer is decoded against a JSON schema whose enums hold only the
    offered clause IDs;
@@ -18,8 +18,8 @@ Ensemble and abstention rule
 ----------------------------
 Notation: for a label L, s(L) is the classifier's calibrated score, t(L) its threshold, m = COPILOT_FAST_PATH_MARGIN;
 "supported" means the classifier was trained for L (LabelScore.supported). The LLM's labels are closed under
-sub-labels (hate/threatening implies hate). A label has a valid citation when the LLM cites a checked prohibition
-clause of L's policy area.
+sub-labels (hate/threatening implies hate). A label has a valid citation when a checked prohibition clause of L's
+policy area backs it: the LLM's own for a label the LLM adds, the LLM's or else the fast path's for a flagged label.
 
 The classifier proposes; the LLM can except, confirm or add, and only a checked citation makes a label. For each L:
   - flagged (s(L) >= t(L)), and the LLM cites an allowance of L's area while giving no label of that area: inside
@@ -38,8 +38,9 @@ A kept label without any valid citation is not suggested: when no label remains 
 abstain"), otherwise a note names it. The suggestion also abstains (action ``escalate``, a human decides) when the
 LLM sets abstain or recommends ``escalate``, or the case is not in English (as on the fast path); the labels that
 passed are still reported.
-Citations: one prohibition per suggested label (a sub-label lends its clause to its base label), plus the allowances
-of areas with no suggested label (they explain a "no"); any other cited clause is listed in the notes, not cited.
+Citations: one prohibition per suggested label (a sub-label lends its clause to its base label, and keeps that base
+label even where an exception removed it), the exceptions behind an escalation, plus the allowances of areas with no
+suggested label (they explain a "no"); any other cited clause is listed in the notes, not cited.
 Action when not abstaining: no label -> ``no_action``; otherwise the LLM's action if it is the default action of one
 of the kept prohibitions, else the strictest of those clauses' default actions.
 
@@ -138,7 +139,8 @@ def suggestion_cache(rt: Runtime) -> SuggestionCache:
 
 
 def case_hash(case: Case) -> str:
-    payload = case.model_dump_json(include={"content_type", "title", "caption", "transcript", "on_screen_text", "comments"})
+    # language is part of it: the same words declared in another language are escalated, not suggested
+    payload = case.model_dump_json(include={"content_type", "title", "caption", "transcript", "on_screen_text", "comments", "language"})
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -250,6 +252,8 @@ def ensemble(rt: Runtime, fast: Suggestion, out: LLMSuggestion, cited: list[Clau
     uncited: list[str] = []
     notes: list[str] = []
     abstain: list[str] = []
+    dropped: dict[str, str] = {}  # label -> why an exception removed it
+    contested: list[Clause] = []  # exceptions the LLM found against a confident classifier label
     for label in taxonomy.labels:
         s = scores.get(label)
         scored = s is not None and s.supported and s.threshold is not None
@@ -261,10 +265,11 @@ def ensemble(rt: Runtime, fast: Suggestion, out: LLMSuggestion, cited: list[Clau
             area_said = any(taxonomy.labels[lab].area == area for lab in says)
             if allowance is not None and not area_said:  # the LLM finds this area's exception and no violation of it
                 if not confident:
-                    notes.append(f"{label} not suggested: exception {allowance.id} ({allowance.title})")
+                    dropped[label] = f"{label} not suggested: exception {allowance.id} ({allowance.title})"
                     continue
                 abstain.append(f"the classifier is confident in {label} {s.score:.2f} (threshold {s.threshold:.2f}) but the LLM finds "
                                f"the exception {allowance.id} ({allowance.title})")
+                contested.append(allowance)  # cited: the human deciding the escalation needs the exception in front of them
             own_only = False  # flagged and not excepted: kept, whether or not the LLM repeats it
         elif label in says:
             if scored and taxonomy.is_sub_label(label):
@@ -287,6 +292,7 @@ def ensemble(rt: Runtime, fast: Suggestion, out: LLMSuggestion, cited: list[Clau
             if base not in cites:
                 cites[base] = cites[sub]
     labels = [lab for lab in taxonomy.labels if lab in cites]
+    notes += [note for lab, note in dropped.items() if lab not in cites]  # an excepted base label a kept sub-label implies stays
     if uncited and not labels:
         abstain.append(f"no valid citation for {', '.join(uncited)}")
     elif uncited:
@@ -297,7 +303,7 @@ def ensemble(rt: Runtime, fast: Suggestion, out: LLMSuggestion, cited: list[Clau
         abstain.append("the LLM recommends escalation")
     label_areas = {taxonomy.labels[lab].area for lab in labels}
     kept: list[Clause] = []
-    for clause in [*(cites[lab] for lab in labels), *(a for area, a in allowances.items() if area not in label_areas)]:
+    for clause in [*(cites[lab] for lab in labels), *contested, *(a for area, a in allowances.items() if area not in label_areas)]:
         if clause not in kept:
             kept.append(clause)
     unused = [c for c in cited if c not in kept]

@@ -8,8 +8,8 @@ characters are written (``harassment/threat`` -> ``ening"``), and the words that
 from it has started. `JsonDraft` proposes that text; the decoder evaluates it in one batch and keeps the longest
 prefix that matches the model's own greedy, grammar-constrained choice at each position. The answer is the model's,
 not the draft's, but it can differ from one-token-at-a-time decoding where two tokens are near-tied, because a
-batched pass sums in another order (measured on 120 gold cases: 16 changed labels or citations, same totals). Free
-text (the reasoning) gets no proposal beyond a short n-gram lookup in the prompt.
+batched pass sums in another order (measured on 120 gold cases: 16 changed labels or citations; macro F1 0.450 vs
+0.440). Free text (the reasoning) gets no proposal: only the JSON around it and quotes from the case are drafted.
 
 The scanner understands the compact JSON our grammars produce (no whitespace, properties in schema order, string,
 boolean and array-of-string values), which is all the suggestion and Q&A schemas use.

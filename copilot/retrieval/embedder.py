@@ -49,10 +49,11 @@ def shipped_embedder_path(models_dir: Path) -> Path | None:
 
 
 def default_embedder_path() -> Path:
-    """What retrieval embeds with when COPILOT_EMBEDDER_PATH is not set: the shipped fine-tuned model, else the base."""
+    """What retrieval embeds with: COPILOT_EMBEDDER_PATH when set, else the shipped fine-tuned model, else the base."""
     from copilot.config import get_settings
 
-    return shipped_embedder_path(get_settings().models_dir) or base_embedder_path()
+    s = get_settings()
+    return s.embedder_path or shipped_embedder_path(s.models_dir) or base_embedder_path()
 
 
 # Texts compared between the exported graph and sentence-transformers before the graph is trusted (one > 256 tokens).

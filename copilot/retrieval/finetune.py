@@ -114,6 +114,7 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     model = SentenceTransformer(str(base), device="cpu", local_files_only=True)
+    inference_max_len = model.max_seq_length
     model.max_seq_length = args.max_seq_length
     anchors, heads, examples = corpus_anchors(corpus)
     chunks = corpus_chunks(corpus)
@@ -128,12 +129,12 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
         others = [t for t in examples.get(a.clause_id, []) if t != a.text]
         return rng.choice(others) if others and rng.random() < args.example_positive_share else heads[a.clause_id]
 
-    def negative(i: int) -> str | None:
+    def negative(i: int) -> tuple[str, str] | None:
         if not negatives[i]:
             return None
         cid = rng.choice(negatives[i])
         pool = [heads[cid], *examples.get(cid, [])]
-        return rng.choice(pool)
+        return rng.choice(pool), cid
 
     clause_of = [a.clause_id for a in anchors]
     plan = [b for _ in range(args.epochs) for b in _batches(list(range(len(anchors))), clause_of, args.batch_size, rng)]
@@ -154,7 +155,10 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
         logits = args.scale * ea @ eb.T
         back = torch.nn.functional.cross_entropy(logits.T, target)
         if negs:  # hard negatives widen the anchor's candidate set only (a negative has no anchor of its own)
-            logits = torch.cat([logits, args.scale * ea @ embed(negs).T], dim=1)
+            neg_logits = args.scale * ea @ embed([text for text, _ in negs]).T
+            # another anchor's negative may come from THIS anchor's clause: for this anchor it is a positive, not a negative
+            same = torch.tensor([[clause_of[i] == cid for _, cid in negs] for i in batch])
+            logits = torch.cat([logits, neg_logits.masked_fill(same, float("-inf"))], dim=1)
         loss = (torch.nn.functional.cross_entropy(logits, target) + back) / 2
         loss.backward()
         opt.step()
@@ -162,7 +166,7 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
         opt.zero_grad()
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
-    model.max_seq_length = 256  # inference keeps the base model's window
+    model.max_seq_length = inference_max_len  # inference keeps the base model's window
     if args.fp16:
         model.half()
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -260,12 +260,13 @@ def test_ask_llm_path_validates_citations(openai_rt: Runtime, fake: FakeOpenAI) 
     assert ask(openai_rt, q).mode == "extractive"
 
 
-def test_full_path_escalates_a_non_english_case(openai_rt: Runtime, fake: FakeOpenAI) -> None:
-    fake.push(valid_answer(openai_rt))
-    case = Case(caption=HATE + " (de)", language="de")
-    sug = suggest(openai_rt, case, mode="full")
-    assert sug.path == "full" and sug.fallback_reason is None and len(fake.requests) == 1
-    assert sug.abstained and sug.action.value == "escalate" and "'de'" in (sug.abstain_reason or "")
+def test_full_path_escalates_a_non_english_case_and_the_cache_tells_languages_apart(openai_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push(valid_answer(openai_rt), valid_answer(openai_rt))
+    english = suggest(openai_rt, Case(caption=HATE + " (lang)", language="en"), mode="full")
+    assert english.path == "full" and not english.abstained, english.abstain_reason
+    german = suggest(openai_rt, Case(caption=HATE + " (lang)", language="de"), mode="full")
+    assert german.path == "full" and german.fallback_reason is None and len(fake.requests) == 2  # not the English answer
+    assert german.abstained and german.action.value == "escalate" and "'de'" in (german.abstain_reason or "")
 
 
 # ---- local llama.cpp backend with SmolLM2-135M ----------------------------------------------------------------
@@ -379,6 +380,7 @@ def test_smollm_speculative_decoding_takes_fewer_passes_than_tokens(smol_rt: Run
     assert res.completion_tokens > 10
     # the schema's keys and punctuation are drafted and accepted: several tokens per forward pass
     assert res.accepted_draft_tokens > 0 and res.passes < res.completion_tokens, (res.passes, res.completion_tokens)
+    assert res.data is not None or "token budget" in (res.error or ""), res.error  # only a cut-off answer may not parse
     if res.data is not None:
         assert list(res.data) == ["reasoning", "labels", "clause_ids", "evidence", "action", "abstain"]
 

@@ -117,9 +117,10 @@ def test_confident_classifier_overruled_abstains(rt: Runtime) -> None:
     fast = _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True))
     fast.citations = [Citation(clause_id="HAT-1.1", title="t", area="hate", summary="s")]
     d = _ens(rt, fast, [], ["HAT-9.1"], action="no_action")
-    # the label stays (a human decides between the classifier and the exception) and the suggestion escalates
+    # the label stays (a human decides between the classifier and the exception), the exception is cited for them
     assert d.labels == ["hate"] and d.action == Action.escalate
     assert "confident in hate" in d.abstain_reasons[0]
+    assert [c.id for c in d.cited] == ["HAT-1.1", "HAT-9.1"] and not any("HAT-9.1 not cited" in n for n in d.notes)
     # an LLM that names a hate label next to the exception is not excepting the area
     d = _ens(rt, fast, ["hate"], ["HAT-9.1", "HAT-1.1"])
     assert d.labels == ["hate"] and not d.abstain_reasons
@@ -140,9 +141,18 @@ def test_llm_cannot_add_a_sub_label_the_classifier_does_not_flag(rt: Runtime) ->
 
 
 def test_llm_cannot_add_a_label_the_classifier_scores_near_zero(rt: Runtime) -> None:
-    d = _ens(rt, _fast(LabelScore(label="hate", score=LLM_SUPPORT_FLOOR / 2, threshold=0.4)), ["hate"], ["HAT-1.1", "HAT-9.1"])
-    assert d.labels == [] and d.notes
+    d = _ens(rt, _fast(LabelScore(label="hate", score=LLM_SUPPORT_FLOOR * 0.7, threshold=0.4)), ["hate"], ["HAT-1.1", "HAT-9.1"])
+    assert d.labels == [] and any("classifier scores it" in n for n in d.notes)
     assert [c.id for c in d.cited] == ["HAT-9.1"]  # the prohibition clause of the dropped label is not cited
+
+
+def test_llm_adds_a_weakly_scored_label_only_with_its_own_citation(rt: Runtime) -> None:
+    fast = _fast(LabelScore(label="hate", score=0.3, threshold=0.4))
+    fast.citations = [Citation(clause_id="HAT-1.1", title="t", area="hate", summary="s")]
+    d = _ens(rt, fast, ["hate"], ["HAT-1.1"])
+    assert d.labels == ["hate"] and [c.id for c in d.cited] == ["HAT-1.1"]
+    d = _ens(rt, fast, ["hate"], [])  # the fast path's clause does not back a label the classifier did not flag
+    assert d.labels == [] and any("no valid citation for hate" in r for r in d.abstain_reasons)
 
 
 def test_unsupported_labels_come_from_retrieval_and_llm_alone(rt: Runtime) -> None:
@@ -162,7 +172,9 @@ def test_label_without_valid_citation_or_llm_abstain_escalates(rt: Runtime) -> N
 
 
 def test_action_falls_back_to_the_cited_clauses_strictest(rt: Runtime) -> None:
-    d = _ens(rt, _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True)), ["hate/threatening"], ["HAT-2.1"], action="warning_label")
+    fast = _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True),
+                 LabelScore(label="hate/threatening", score=0.8, threshold=0.5, flagged=True))
+    d = _ens(rt, fast, ["hate/threatening"], ["HAT-2.1"], action="warning_label")
     assert d.labels == ["hate", "hate/threatening"]  # sub-labels imply their base label
     assert d.action == rt.corpus.get("HAT-2.1").action
 
@@ -189,3 +201,13 @@ def test_one_clause_per_area_is_cited_and_a_sub_label_lends_its_clause(rt: Runti
     assert d.labels == ["hate", "hate/threatening"]
     assert [c.id for c in d.cited] == ["HAT-2.1"]  # HAT-2.1 prohibits both: HAT-1.1 adds nothing and is noted, not cited
     assert any("HAT-1.1 not cited" in n for n in d.notes)
+
+
+def test_an_excepted_base_label_stays_when_a_kept_sub_label_implies_it(rt: Runtime) -> None:
+    fast = _fast(LabelScore(label="hate", score=0.45, threshold=0.4, flagged=True),
+                 LabelScore(label="hate/threatening", score=0.9, threshold=0.4, flagged=True))
+    fast.citations = [Citation(clause_id="HAT-2.1", title="t", area="hate", summary="s")]
+    d = _ens(rt, fast, [], ["HAT-9.1"], action="no_action")
+    # hate is in its band and excepted, but the confident hate/threatening (escalated) implies it: no contradicting note
+    assert d.labels == ["hate", "hate/threatening"] and d.action == Action.escalate
+    assert not any(n.startswith("hate not suggested") for n in d.notes)
