@@ -175,6 +175,7 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
             "batch_size": args.batch_size, "lr": args.lr, "hard_negatives": args.hard_negatives,
             "example_positive_share": args.example_positive_share, "max_seq_length_train": args.max_seq_length,
             "dtype": "float16" if args.fp16 else "float32", "seconds": round(time.time() - t0, 1),
+            "own_clause_negatives_masked": True,
             "corpus_version": corpus.version, "trained_at": datetime.now(UTC).isoformat(timespec="seconds")}
     (args.out_dir / "finetune.json").write_text(json.dumps(info, indent=2))
     return info
