@@ -10,7 +10,8 @@ Abstention rule (fast path), in order:
    (the router sends such cases to the full path when an LLM is configured);
 3. retrieval ranks a prohibition clause of a label the classifier does not support first, with a strong dense
    match -> abstain, so a human (or the LLM) judges that label;
-4. the case's language (given, or detected from media speech) is not English -> abstain.
+4. the case's language (given, or detected from media speech) is not English -> abstain (the router then keeps the
+   fast suggestion in auto mode: the full path would escalate it too).
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ def route(rt: Runtime, case: Case, fast: Suggestion, mode: str) -> Suggestion:
     """Given the fast suggestion, decide the path: keep it when fast is asked for or it is confident (auto); otherwise
     run the LLM chain, or say why the fast suggestion stands when no LLM is configured."""
     if mode == "fast" or (mode == "auto" and not fast.abstained):
+        return fast
+    if mode == "auto" and language_reason(case) is not None:  # escalated whatever the LLM says: do not spend ~6 s on it
         return fast
     if rt.settings.llm_backend == "none":
         if mode == "full":

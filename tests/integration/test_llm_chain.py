@@ -267,6 +267,9 @@ def test_full_path_escalates_a_non_english_case_and_the_cache_tells_languages_ap
     german = suggest(openai_rt, Case(caption=HATE + " (lang)", language="de"), mode="full")
     assert german.path == "full" and german.fallback_reason is None and len(fake.requests) == 2  # not the English answer
     assert german.abstained and german.action.value == "escalate" and "'de'" in (german.abstain_reason or "")
+    # routed automatically, a case escalated for its language does not cost an LLM call
+    auto = suggest(openai_rt, Case(caption=HATE + " (auto de)", language="de"), mode="auto")
+    assert auto.path == "fast" and auto.abstained and len(fake.requests) == 2
 
 
 # ---- local llama.cpp backend with SmolLM2-135M ----------------------------------------------------------------
