@@ -48,9 +48,8 @@ class Taxonomy:
         """Add the base label of every sub-label ('hate/threatening' implies 'hate'), as OpenAI's categories nest."""
         out = set(labels)
         for label in labels:
-            base = label.split("/")[0]
-            if "/" in label and base in self.labels:
-                out.add(base)
+            if self.is_sub_label(label):
+                out.add(label.split("/")[0])
         return sorted(out)
 
     def is_sub_label(self, label: str) -> bool:

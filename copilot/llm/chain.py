@@ -180,7 +180,7 @@ def offered_clauses(rt: Runtime, case: Case, fast: Suggestion) -> Offered:
     qv = rt.index.embedder.encode([text])[0]
     hits = rt.index.search(text, k=rt.settings.retrieval_k, query_vec=qv)
     scores = {h.clause_id: h.score for h in hits}
-    fast_ids = [c.clause_id for c in fast.citations]
+    fast_prohibitions = [cl for cl in (corpus.get(c.clause_id) for c in fast.citations) if cl.kind == "prohibition"]
     for c in fast.citations:
         if c.score is not None:
             scores.setdefault(c.clause_id, c.score)
@@ -189,7 +189,7 @@ def offered_clauses(rt: Runtime, case: Case, fast: Suggestion) -> Offered:
         ranked = rt.index.search(text, k=12, areas={area}, query_vec=qv)
         for h in ranked:
             scores.setdefault(h.clause_id, h.score)
-        prohibition = next((corpus.get(cid) for cid in fast_ids if corpus.get(cid).area == area and corpus.get(cid).kind == "prohibition"), None)
+        prohibition = next((c for c in fast_prohibitions if c.area == area), None)
         if prohibition is None:
             prohibition = next((corpus.get(h.clause_id) for h in ranked if h.kind == "prohibition"), None)
         allowance = next((corpus.get(h.clause_id) for h in ranked if h.kind != "prohibition"), None)

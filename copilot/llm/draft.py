@@ -17,6 +17,7 @@ boolean and array-of-string values), which is all the suggestion and Q&A schemas
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,8 @@ class JsonDraft:
         if not self.fields:
             return
         pos = self._literal(text, 0, "{")
+        if pos < 0:
+            return
         for i, f in enumerate(self.fields):
             key = ("," if i else "") + f'"{f.name}":'
             pos = self._literal(text, pos, key, then=self._opener(f))
@@ -179,6 +182,4 @@ def _common_prefix(items: list[str]) -> str:
 
 
 def _json_escape(text: str) -> str:
-    import json
-
     return json.dumps(text, ensure_ascii=False)[1:-1]

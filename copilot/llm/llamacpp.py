@@ -301,7 +301,8 @@ class LlamaCppChat(BaseChatModel):
 
         A drafted token is kept only where the model, under the grammar, picks that very token; at the first
         disagreement the model's own token is kept and the rest of the draft is dropped from the KV cache. (A batched
-        pass can flip a near-tie that one-token passes would break the other way; the answer stays deterministic.) ``text`` is the caller's list of decoded pieces (what the draft continues).
+        pass can flip a near-tie that one-token passes would break the other way; the answer stays deterministic.)
+        ``text`` is the caller's list of decoded pieces (what the draft continues).
         """
         llama = self._llama
         ctx = llama._ctx

@@ -22,8 +22,6 @@ from copilot.policy.corpus import Corpus
 from copilot.schema import Action, Case, Clause, LabelScore
 from copilot.taxonomy import Taxonomy
 
-# The first this many offered clauses are given with their summary, the rest by title (about 55 vs 15 tokens each).
-SUMMARY_CLAUSES = 0
 # Case text beyond this many characters is cut from the prompt (quotes are still checked against the whole case).
 CASE_CHARS_IN_PROMPT = 3000
 QUESTION_CHARS_IN_PROMPT = 2000
@@ -103,7 +101,7 @@ def case_block(case: Case, limit: int = CASE_CHARS_IN_PROMPT) -> str:
 
 def suggest_messages(corpus: Corpus, case: Case, scores: Sequence[LabelScore], clauses: Sequence[Clause]) -> list[BaseMessage]:
     prompt = load_prompt(SUGGEST_PROMPT)
-    lines = [clause_line(c, "summary" if i < SUMMARY_CLAUSES else "title") for i, c in enumerate(clauses)]
+    lines = [clause_line(c, "title") for c in clauses]
     user = prompt.render(
         "user", clauses="\n".join(lines), scores=scores_line(scores), content_type=case.content_type.value, case=case_block(case),
     )

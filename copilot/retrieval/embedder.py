@@ -48,11 +48,11 @@ def shipped_embedder_path(models_dir: Path) -> Path | None:
     return path if (path / "modules.json").exists() else None
 
 
-def default_embedder_path() -> Path:
+def default_embedder_path(settings: Settings | None = None) -> Path:
     """What retrieval embeds with: COPILOT_EMBEDDER_PATH when set, else the shipped fine-tuned model, else the base."""
     from copilot.config import get_settings
 
-    s = get_settings()
+    s = settings or get_settings()
     return s.embedder_path or shipped_embedder_path(s.models_dir) or base_embedder_path()
 
 
@@ -240,10 +240,9 @@ def _default_cache() -> Path:
 
 
 def embedder_for(settings: Settings) -> Embedder:
-    """The embedder a deployment's settings ask for (ONNX graph cached under <data_dir>/models), shared per process:
-    COPILOT_EMBEDDER_PATH, else the fine-tuned model shipped under <models_dir>/embedder, else the packaged base."""
-    path = settings.embedder_path or shipped_embedder_path(settings.models_dir) or base_embedder_path()
-    return get_embedder(path, settings.torch_threads, settings.embedder_backend, settings.data_dir / "models")
+    """The embedder a deployment's settings ask for (``default_embedder_path``), ONNX graph cached under
+    <data_dir>/models, shared per process."""
+    return get_embedder(default_embedder_path(settings), settings.torch_threads, settings.embedder_backend, settings.data_dir / "models")
 
 
 @lru_cache(maxsize=4)
