@@ -168,6 +168,8 @@ class Clause(BaseModel):
     exceptions: list[str] = Field(default_factory=list)
     violating: list[str] = Field(default_factory=list)
     non_violating: list[str] = Field(default_factory=list)
+    # the author's "(why: ...)" note of each non-violating example, "" where there is none (parallel to non_violating)
+    non_violating_why: list[str] = Field(default_factory=list)
     status: Literal["active", "retired"] = "active"
     file: str = ""
     line: int = 0

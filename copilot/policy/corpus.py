@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 from copilot.errors import CorpusError, UnknownClause
-from copilot.policy.parser import parse_policy_file
+from copilot.policy.parser import CLAUSE_REF, parse_policy_file
 from copilot.schema import Clause
 from copilot.taxonomy import Taxonomy, load_taxonomy
 
@@ -80,6 +80,11 @@ def lint_corpus(root: Path) -> tuple[Corpus | None, list[str]]:
                 errors.append(f"{display}:{clause.line}: duplicate clause ID {clause.id} (first defined at {first.file}:{first.line})")
                 continue
             clauses[clause.id] = clause
+    for clause in clauses.values():  # a look-alike's note may name the clause that allows it (retrieval links it there)
+        for why in clause.non_violating_why:
+            for cid in CLAUSE_REF.findall(why):
+                if cid not in clauses:
+                    errors.append(f"{clause.file}:{clause.line}: {clause.id}: a non-violating example's note names unknown clause {cid}")
     covered = {label for c in clauses.values() if c.kind == "prohibition" for label in c.labels}
     for label in taxonomy.labels:
         if clauses and label not in covered:

@@ -20,6 +20,8 @@ CLAUSE_ID = re.compile(r"^[A-Z]{2,4}-\d+\.\d+$")
 HEADING = re.compile(r"^##\s+(\S+)\s+(.+?)\s*$")
 FIELD = re.compile(r"^\*\*([A-Za-z][A-Za-z -]*):\*\*\s*(.*)$")
 ITEM = re.compile(r"^\s*[-*]\s+(.*)$")
+# a clause ID named in running text, e.g. in an example's note "(why: debunking, MIS-9.3)"
+CLAUSE_REF = re.compile(r"\b[A-Z]{2,4}-\d+\.\d+\b")
 WHY = re.compile(r"\s*\((?:why|because)\s*:[^)]*\)\s*$", re.IGNORECASE)
 
 SCALAR_FIELDS = ("Labels", "Kind", "Severity", "Action", "Summary", "Rule", "Rationale", "Status")
@@ -39,6 +41,11 @@ class ParsedFile:
     meta: dict[str, Any]
     clauses: list[Clause] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+def _why(text: str) -> str:
+    m = WHY.search(text.strip())
+    return m.group(0).strip().strip("()").split(":", 1)[1].strip() if m else ""
 
 
 def _clean_example(text: str) -> str:
@@ -193,5 +200,6 @@ def _parse_clause(
         rationale=fields["Rationale"], exceptions=fields["Exceptions"],
         violating=[_clean_example(x) for x in fields["Violating"]],
         non_violating=[_clean_example(x) for x in fields["Non-violating"]],
+        non_violating_why=[_why(x) for x in fields["Non-violating"]],
         status=status, file=where, line=lineno,  # type: ignore[arg-type]
     )

@@ -100,8 +100,8 @@ class PolicyIndex:
                 manifest, old = {}, {}
         fresh = (
             not force and manifest.get("corpus_version") == corpus.version
-            and manifest.get("embedder_id") == embedder.model_id and all(c.key in old for c in chunks)
-        )
+            and manifest.get("embedder_id") == embedder.model_id and manifest.get("chunk_keys") == [c.key for c in chunks]
+        )  # the same chunks in the same order: the persisted FAISS ids index this list (a code change can reorder it)
         todo = [c for c in chunks if c.key not in old] if not force else chunks
         if todo:
             vecs_new = _encode_with_progress(embedder, [c.text for c in todo], progress)

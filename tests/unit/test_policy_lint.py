@@ -94,3 +94,38 @@ def test_unknown_clause_suggests_close_ids(corpus_dir: Path) -> None:
     with pytest.raises(UnknownClause) as exc:
         corpus.get(some + "9")
     assert some in exc.value.detail
+
+
+def test_lookalike_note_naming_an_allowance_links_the_example_there(corpus_dir: Path) -> None:
+    from copilot.retrieval.chunks import corpus_chunks
+
+    corpus = load_corpus(corpus_dir)
+    chunks = corpus_chunks(corpus)
+    by_text: dict[str, set[tuple[str, str]]] = {}
+    for ch in chunks:
+        by_text.setdefault(ch.text, set()).add((ch.clause_id, ch.kind))
+    linked = unlinked = 0
+    for clause in corpus.active:
+        if clause.kind != "prohibition":
+            continue
+        assert len(clause.non_violating_why) == len(clause.non_violating), clause.id
+        for ex, why in zip(clause.non_violating, clause.non_violating_why, strict=True):
+            named = [cid for cid in corpus.clauses if cid in why and corpus.clauses[cid].kind == "allowance" and corpus.clauses[cid].area == clause.area]
+            if named:
+                assert (named[0], "allowed") in by_text.get(ex, set()), (clause.id, ex)
+                linked += 1
+            else:  # a prohibition's look-alike with no named allowance is never indexed under the prohibition
+                assert (clause.id, "allowed") not in by_text.get(ex, set())
+                unlinked += 1
+    assert linked >= 20 and unlinked >= 20  # the bundled corpus has both kinds of note
+
+
+def test_note_naming_an_unknown_clause_is_a_lint_error(corpus_dir: Path, tmp_path: Path) -> None:
+    root = _copy(corpus_dir, tmp_path)
+    mis = root / "misinformation.md"
+    text = mis.read_text()
+    assert "(why: debunking, MIS-9.3)" in text
+    mis.write_text(text.replace("(why: debunking, MIS-9.3)", "(why: debunking, MIS-9.8)", 1))
+    corpus, errors = lint_corpus(root)
+    assert corpus is None
+    assert any("misinformation.md:" in e and "names unknown clause MIS-9.8" in e for e in errors), errors
