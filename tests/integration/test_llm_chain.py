@@ -367,6 +367,33 @@ def test_smollm_constrained_output_is_schema_shaped(smol_rt: Runtime) -> None:
         assert quote in case.text(), quote
 
 
+def test_smollm_lazy_grammar_and_forced_opening_decode_what_full_grammar_sampling_does(smol_rt: Runtime) -> None:
+    """Our decoder (grammar checked only when it rejects the top token, the forced ``{"reasoning":"`` evaluated with
+    the prompt) must write exactly what llama.cpp's own sampler writes with the grammar applied at every step."""
+    import llama_cpp
+
+    from copilot.llm.render import suggest_messages, suggestion_schema
+
+    chat = smol_rt.llm.chat
+    for text in (HATE + " Spread this everywhere.", INJECTION):
+        case = Case.from_text(text)
+        clauses = [smol_rt.corpus.get("HAT-1.1"), smol_rt.corpus.get("HAT-9.1")]
+        messages = suggest_messages(smol_rt.corpus, case, suggest_fast(smol_rt, case).scores, clauses)
+        schema = suggestion_schema(smol_rt.corpus.taxonomy, [c.id for c in clauses], case)
+        stats: dict = {}
+        ours = "".join(chat.iter_text(messages, json_schema=schema, max_tokens=120, stats=stats))
+        tokens, _ = chat.tokenize_messages(messages)
+        llama, out = chat._llama, []
+        for tok in llama.generate(tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, grammar=chat._grammar(schema)):
+            if llama_cpp.llama_vocab_is_eog(llama._model.vocab, tok) or len(out) >= 120 + 4:
+                break
+            out.append(tok)
+        reference = llama.detokenize(out).decode("utf-8", errors="replace")
+        assert ours.startswith('{"reasoning":"')
+        n = min(len(ours), len(reference))  # budgets differ by the 4 forced tokens: compare what both wrote
+        assert n > 40 and ours[:n] == reference[:n], (ours, reference)
+
+
 def test_smollm_speculative_decoding_takes_fewer_passes_than_tokens(smol_rt: Runtime) -> None:
     from copilot.llm.render import suggest_messages, suggestion_schema
 

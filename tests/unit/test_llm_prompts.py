@@ -187,3 +187,14 @@ def test_quote_grammar_accepts_only_runs_of_case_words() -> None:
     assert r'q-1 ::= "\\\"people\\\"" (" are" (" vermin.")?)?' in rules  # JSON-escaped, then GBNF-escaped
     plain, found = _extract_substring_fields({"items": {"type": "string", "x-substring-of": ["a b"]}})
     assert found == [["a b"]] and plain["items"]["enum"] == ["__copilot_substring_0"]
+
+
+def test_forced_opening_is_the_schema_fixed_text_before_the_first_free_value() -> None:
+    from copilot.llm.llamacpp import forced_opening
+
+    schema = {"type": "object", "properties": {"reasoning": {"type": "string"}, "labels": {"type": "array"}}, "required": ["reasoning", "labels"]}
+    assert forced_opening(schema) == '{"reasoning":"'
+    assert forced_opening({**schema, "required": ["labels"]}) == ""  # optional first property: the model may skip it
+    enum_first = {"type": "object", "properties": {"action": {"type": "string", "enum": ["a"]}}, "required": ["action"]}
+    assert forced_opening(enum_first) == ""
+    assert forced_opening({"type": "array"}) == ""
