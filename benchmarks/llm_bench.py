@@ -44,7 +44,7 @@ def gold_cases(root: Path, n: int) -> list[dict[str, Any]]:
     return out[:n]
 
 
-def run_mode(rt: Any, cases: list[dict[str, Any]], reuse: bool, speculative: bool = False) -> list[dict[str, Any]]:
+def run_mode(rt: Any, cases: list[dict[str, Any]], reuse: bool, speculative: bool = False, lazy: bool = True) -> list[dict[str, Any]]:
     from copilot.llm.chain import stream_suggestion, suggestion_cache
     from copilot.schema import Case
     from copilot.suggest import suggest_fast
@@ -52,6 +52,7 @@ def run_mode(rt: Any, cases: list[dict[str, Any]], reuse: bool, speculative: boo
     llm = rt.llm
     llm.chat.prefix_reuse = reuse
     llm.chat.speculative = speculative
+    llm.chat.lazy_grammar = lazy
     suggestion_cache(rt).clear()
     rows = []
     for i, row in enumerate(cases):
@@ -84,7 +85,7 @@ def run_mode(rt: Any, cases: list[dict[str, Any]], reuse: bool, speculative: boo
             "cited": [c.clause_id for c in sug.citations], "gold_clauses": sorted(gold),
         })
         r = rows[-1]
-        print(f"  [{('reuse' if reuse else 'cold ') + ('+spec' if speculative else '')}] {i + 1:2d}/{len(cases)} {r['id']:<22} {r['path']:<4} total {r['total_s']:5.1f}s "
+        print(f"  [{('reuse' if reuse else 'cold ') + ('+spec' if speculative else '') + ('' if lazy else '+eager')}] {i + 1:2d}/{len(cases)} {r['id']:<22} {r['path']:<4} total {r['total_s']:5.1f}s "
               f"ttft {r['ttft_s'] if r['ttft_s'] is not None else float('nan'):4.2f}s prompt {r['prompt_tokens']:4d} (cached {r['cached_tokens']:4d}) "
               f"completion {r['completion_tokens']:3d} passes {r['passes']:3d} calls {r['llm_calls']} {('fallback: ' + r['fallback_reason'][:60]) if r['fallback_reason'] else ''}",
               flush=True)
@@ -119,7 +120,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2, help="llama.cpp threads (keep <= the cores free for it)")
     ap.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
-    ap.add_argument("--modes", default="reuse,spec,cold", help="comma-separated: spec (prefix reused, schema-drafted speculative "
+    ap.add_argument("--modes", default="reuse,spec,cold", help="comma-separated: eager (prefix reused, grammar applied to the whole vocabulary every token and no forced opening: the decoding before session 6), spec (prefix reused, schema-drafted speculative "
                     "decoding, COPILOT_LLM_SPECULATIVE=true), reuse (prefix reused, one token per pass: the shipped setting), cold (neither)")
     ap.add_argument("--timeout", type=float, default=None, help="COPILOT_LLM_TIMEOUT_S for the run (default: the setting)")
     ap.add_argument("--json", type=Path, help="write per-case rows and summaries here")
@@ -149,7 +150,7 @@ def main() -> None:
     print(f"{len(cases)} gold cases; python {sys.version.split()[0]}, {platform.machine()}, {os.cpu_count()} cpus, load {os.getloadavg()}")
     results: dict[str, Any] = {"model": llm.model_id, "threads": args.threads, "timeout_s": settings.llm_timeout_s, "load_before": os.getloadavg(), "modes": {}}
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-        rows = run_mode(rt, cases, reuse=mode in ("spec", "reuse"), speculative=mode == "spec")
+        rows = run_mode(rt, cases, reuse=mode in ("spec", "reuse", "eager"), speculative=mode == "spec", lazy=mode != "eager")
         summary = summarise(rows)
         results["modes"][mode] = {"summary": summary, "rows": rows}
         print(f"\n== {mode}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()) + "\n", flush=True)

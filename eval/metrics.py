@@ -85,17 +85,25 @@ def flagged_metrics(Y: np.ndarray, S: np.ndarray, P: np.ndarray, M: np.ndarray) 
             "reliability": reliability(y, s)}
 
 
-def citation_metrics(pred: list[list[str]], gold: list[list[str] | None]) -> dict[str, Any]:
-    """Precision: share of cited clauses that are gold; recall: share of gold clauses cited. Rows without gold skipped."""
+def citation_metrics(pred: list[list[str]], gold: list[list[str] | None], key: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """Precision: share of cited clauses that are gold; recall: share of gold clauses cited. Rows without gold skipped.
+    With ``key`` (e.g. clause -> policy area) a citation counts as correct when its key is one of the gold clauses'
+    keys, and recall is over the gold keys: the looser question "is it the right part of the policy?"."""
     cited = correct = gold_n = found = rows = 0
     for p, g in zip(pred, gold, strict=True):
         if not g:
             continue
         rows += 1
         cited += len(p)
-        correct += len(set(p) & set(g))
-        gold_n += len(g)
-        found += len(set(g) & set(p))
+        if key is None:
+            correct += len(set(p) & set(g))
+            gold_n += len(g)
+            found += len(set(g) & set(p))
+        else:
+            gk, pk = {key(c) for c in g}, [key(c) for c in p]
+            correct += sum(1 for k in pk if k in gk)
+            gold_n += len(gk)
+            found += len(gk & set(pk))
     return {"rows": rows, "precision": _r(correct / cited) if cited else None, "recall": _r(found / gold_n) if gold_n else None}
 
 

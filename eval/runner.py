@@ -59,7 +59,9 @@ def run(rt: Runtime, rows: list[DatasetRow], out_dir: Path, mode: str = "fast", 
         preds.append({"id": row.id, "scores": {s.label: s.score for s in sug.scores if s.label in label_set},
                       "labels": [l for l in sug.labels if l in label_set], "citations": [c.clause_id for c in sug.citations],
                       "abstained": sug.abstained, "path": sug.path, "latency_ms": round(ms, 2),
-                      "prompt_tokens": sug.prompt_tokens, "completion_tokens": sug.completion_tokens})
+                      "prompt_tokens": sug.prompt_tokens, "completion_tokens": sug.completion_tokens,
+                      # what the moderator would read, so an auditor can judge rationales, not only labels
+                      "rationale": sug.rationale, "fallback_reason": sug.fallback_reason})
         if progress:
             progress(i + 1, len(rows))
     with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as f:
@@ -115,6 +117,10 @@ def compute(rt: Runtime, rows: list[DatasetRow], preds: list[dict], labels: list
     # Citations on violating rows only: for allowed rows the gold clause is an allowance the fast path never cites.
     res["citations_violating"] = EM.citation_metrics([p["citations"] for p in preds],
                                                      [g if r.labels else None for g, r in zip(gold_clauses, rows, strict=True)])
+    # The same at the level of policy areas: a sibling clause of the right area counts (exact IDs above are the target).
+    area = (lambda cid: rt.corpus.clauses[cid].area if cid in rt.corpus.clauses else f"?{cid}")  # noqa: E731
+    res["citations_area_violating"] = EM.citation_metrics([p["citations"] for p in preds],
+                                                          [g if r.labels else None for g, r in zip(gold_clauses, rows, strict=True)], key=area)
     res["invented_clause_ids"] = sum(1 for p in preds for c in p["citations"] if c not in rt.corpus.clauses)
     res["abstention_rate"] = round(float(np.mean([p["abstained"] for p in preds])), 4)
     res["latency_ms"] = EM.latency([p["latency_ms"] for p in preds])

@@ -33,6 +33,23 @@ def require_llama_cpp() -> None:
         pytest.skip("llama_cpp is not importable: run scripts/install-llm.sh (under CI=true this test fails instead)")
 
 
+def assert_final_rationale_matches_stream(rt: Runtime, streamed: str, rationale: str) -> None:
+    """A full-path suggestion's rationale continues what was streamed, unless the streamed reasoning repeated the
+    prompt (SmolLM2 copies examples): then the repair's or the stated no-reasoning text replaces it (the console shows
+    the final rationale), and that must not repeat the prompt."""
+    from copilot.llm.chain import NO_CASE_REASONING
+    from copilot.llm.checks import echoes, prompt_lines
+    from copilot.llm.render import suggest_system_text
+
+    lines = prompt_lines(suggest_system_text(rt.corpus))
+    streamed = streamed.strip()
+    assert streamed
+    if echoes(streamed, lines):
+        assert rationale.startswith(NO_CASE_REASONING) or not echoes(rationale.split(" Note:")[0].split(" Escalated:")[0], lines), rationale
+    else:
+        assert rationale.startswith(streamed[:20]), (streamed, rationale)
+
+
 def require_media(settings: Settings | None = None) -> None:
     """Skip a media test where ffmpeg / Tesseract / espeak-ng or the speech model are missing; under CI fail instead."""
     import shutil

@@ -68,7 +68,7 @@ from typing import Any
 
 from copilot.errors import CopilotError
 from copilot.llm.base import ChatBackend, StructuredResult
-from copilot.llm.checks import Checked, LLMSuggestion, check_suggestion
+from copilot.llm.checks import ECHO_ERROR, Checked, LLMSuggestion, check_suggestion, prompt_lines
 from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
 from copilot.llm.render import suggest_messages, suggest_system_text, suggestion_schema, unsupported_labels, with_repair
 from copilot.runtime import Runtime
@@ -84,6 +84,9 @@ LLM_SUPPORT_FLOOR = 0.1
 MAX_PROMPT_AREAS = 3
 MAX_PROMPT_CLAUSES = 6
 CACHE_SIZE = 512
+# The rationale when the model's reasoning only repeated its prompt, even after the repair (its labels and citations
+# passed every check and are kept).
+NO_CASE_REASONING = "The model gave no case-specific reasoning (it repeated its instructions); the labels and citations below passed the checks."
 
 OnText = Callable[[str], None]
 
@@ -416,10 +419,12 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     schema = suggestion_schema(corpus.taxonomy, list(by_id), case)
     tokens = [0, 0]
 
+    echo_lines = prompt_lines(str(messages[0].content))
+
     def account(res: StructuredResult) -> Checked:
         tokens[0] += res.prompt_tokens
         tokens[1] += res.completion_tokens
-        return check_suggestion(res.data, res.error, by_id, corpus, case)
+        return check_suggestion(res.data, res.error, by_id, corpus, case, echo_lines)
 
     stream = _ReasoningStream(on_text) if on_text is not None else None
     try:
@@ -432,6 +437,9 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
             # the repair's pieces only tick the sink: its reasoning would repeat what the console already shows
             ticks = (lambda _piece: on_text("")) if on_text is not None else None
             checked = account(_call(llm, with_repair(messages, SUGGEST_PROMPT, checked.errors), schema, rt, deadline, ticks, "suggest-repair"))
+            if checked.echo and checked.errors == [ECHO_ERROR]:  # labels and citations passed: keep them, not its words
+                checked.out.reasoning = NO_CASE_REASONING
+                checked.errors = []
             if checked.errors:
                 return _fallback(rt, fast, "LLM answer invalid after one repair: " + "; ".join(checked.errors[:4]), t0, prompt_version, (tokens[0], tokens[1]))
     except CopilotError as exc:  # spent tokens of a call cut short still count

@@ -12,7 +12,11 @@ Suggestion answers:
 - every evidence quote must occur in the case text (exactly, or up to case and whitespace, or as a run of at least
   60 % of its words: then the case's own words become the quote), and is mapped to a field and character offsets of
   that field (Case.segments order);
-- the reasoning may not name a clause ID that was not offered.
+- the reasoning may not name a clause ID that was not offered;
+- the reasoning may not repeat the prompt (an instruction line, or an example's reasoning): small models under greedy
+  decoding sometimes do, and a moderator would read it as the case's rationale. It gets the one repair; an answer
+  whose only remaining fault is that keeps its checked labels and citations, with a rationale saying the model gave
+  no case-specific reasoning (``Checked.echo``), instead of discarding the whole answer.
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ CLAUSE_ID_RE = re.compile(r"\b[A-Z]{2,5}-\d+\.\d+\b", re.I)
 _ACTIONS = {a.value for a in Action}
 # A paraphrased quote is snapped to the case's words when this share of its words appear there in one run.
 SNAP_MIN_SHARE = 0.6
+# Reasoning this similar to a prompt line (difflib ratio over lower-cased words), or at least ECHO_MIN_WORDS words all
+# taken from one line, repeats the prompt instead of describing the case.
+ECHO_MIN_RATIO = 0.8
+ECHO_MIN_WORDS = 5
+ECHO_ERROR = "the reasoning repeats the instructions or an example instead of describing this case: say in your own words what in this case fits the clause you cite"
+_EXAMPLE_REASONING = re.compile(r'"reasoning"\s*:\s*"([^"]*)"')
 
 
 class LLMSuggestion(BaseModel):
@@ -62,6 +72,7 @@ class Checked:
     clauses: list[Clause] = field(default_factory=list)
     evidence: list[EvidenceSpan] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # citations removed without a repair (see the module docstring)
+    echo: bool = False  # the reasoning repeats the prompt (ECHO_ERROR is among the errors)
 
 
 def _parse(model: type[BaseModel], data: dict[str, Any] | None, error: str | None) -> tuple[Any, list[str]]:
@@ -148,7 +159,36 @@ def _span(case: Case, name: str, start: int, end: int, text: str) -> EvidenceSpa
     return with_time(case, EvidenceSpan(field=name, start=start, end=end, quote=text[start:end]))
 
 
-def check_suggestion(data: dict[str, Any] | None, parse_error: str | None, offered: Mapping[str, Clause], corpus: Corpus, case: Case) -> Checked:
+def prompt_lines(prompt_text: str) -> list[str]:
+    """The lines of a prompt a reasoning must not repeat: each line, and each example's reasoning on its own."""
+    lines = [line.strip() for line in prompt_text.splitlines() if line.strip()]
+    return lines + [m.group(1) for m in _EXAMPLE_REASONING.finditer(prompt_text)]
+
+
+def _norm(text: str) -> str:
+    return " ".join(w.lower() for w in _WORD.findall(text))
+
+
+def echoes(reasoning: str, lines: Sequence[str]) -> bool:
+    r = _norm(reasoning)
+    if not r:
+        return False
+    for line in lines:
+        n = _norm(line)
+        if not n:
+            continue
+        if len(r.split()) >= ECHO_MIN_WORDS and set(r.split()) <= set(n.split()):  # the line's own words, cut or reordered
+            return True
+        if difflib.SequenceMatcher(None, r, n, autojunk=False).ratio() >= ECHO_MIN_RATIO:
+            return True
+    return False
+
+
+def check_suggestion(
+    data: dict[str, Any] | None, parse_error: str | None, offered: Mapping[str, Clause], corpus: Corpus, case: Case,
+    prompt: Sequence[str] = (),
+) -> Checked:
+    """``prompt``: the lines the reasoning must not repeat (`prompt_lines` of the system message)."""
     out, errors = _parse(LLMSuggestion, data, parse_error)
     if out is None:
         return Checked(None, errors)
@@ -176,8 +216,11 @@ def check_suggestion(data: dict[str, Any] | None, parse_error: str | None, offer
         elif all((s.field, s.start, s.end) != (span.field, span.start, span.end) for s in spans):
             spans.append(span)
     _foreign_ids(out.reasoning, offered, "reasoning", errors)
+    echo = echoes(out.reasoning, prompt)
+    if echo:
+        errors.append(ECHO_ERROR)
     out.labels = labels
-    return Checked(out, errors, clauses, spans, dropped)
+    return Checked(out, errors, clauses, spans, dropped, echo)
 
 
 def check_answer(data: dict[str, Any] | None, parse_error: str | None, offered: Mapping[str, Clause], corpus: Corpus) -> Checked:

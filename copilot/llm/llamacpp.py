@@ -91,6 +91,7 @@ class LlamaCppChat(BaseChatModel):
     prefix_reuse: bool = True
     prefix_cache_dir: str | None = None
     speculative: bool = False  # schema-drafted speculative decoding (copilot/llm/draft.py) for JSON-constrained calls
+    lazy_grammar: bool = True  # False: llama.cpp's sampler filters the vocabulary every token, no forced opening (the baseline)
     max_draft_tokens: int = 10
 
     _llama: Any = PrivateAttr(default=None)
@@ -262,7 +263,7 @@ class LlamaCppChat(BaseChatModel):
             raise LLMTimeout("timed out waiting for the local model (another request holds it)")
         try:
             tokens, prefix_len = self.tokenize_messages(messages)
-            opening = forced_opening(json_schema) if json_schema is not None else ""
+            opening = forced_opening(json_schema) if (json_schema is not None and self.lazy_grammar) else ""
             forced = self._tokenize(opening) if opening else []
             tokens = tokens + forced
             budget = min(max_tokens or self.max_tokens, self.n_ctx - len(tokens) - 1)
@@ -281,8 +282,12 @@ class LlamaCppChat(BaseChatModel):
             if opening:  # part of the answer's text, though the model did not decode it
                 text.append(opening)
                 yield opening
-            gen = self._speculative(tokens, grammar, draft, text, stats, len(forced)) if draft is not None else self._greedy(
-                tokens, grammar, len(forced))
+            if draft is not None:
+                gen = self._speculative(tokens, grammar, draft, text, stats, len(forced))
+            elif self.lazy_grammar:
+                gen = self._greedy(tokens, grammar, len(forced))
+            else:
+                gen = llama.generate(tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, grammar=grammar)
             for tok in gen:
                 if llama_cpp.llama_vocab_is_eog(vocab, tok):
                     break

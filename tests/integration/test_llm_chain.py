@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from conftest import require_llama_cpp
+from conftest import assert_final_rationale_matches_stream, require_llama_cpp
 
 from copilot.ask import ask
 from copilot.config import Settings
@@ -167,6 +167,34 @@ def test_invalid_then_valid_is_repaired(openai_rt: Runtime, fake: FakeOpenAI) ->
     # our schema extension (the case texts behind x-substring-of) is not sent to a remote endpoint
     assert "x-substring-of" not in json.dumps(fake.requests[0]["tools"])
     assert (sug.prompt_tokens, sug.completion_tokens) == (200, 40)
+
+
+def _echo_answer(rt: Runtime) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A valid answer whose reasoning is a line of the prompt's instructions, as small models sometimes write."""
+
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        system = next(m["content"] for m in body["messages"] if m["role"] == "system")
+        line = next(line[2:] for line in system.splitlines() if "untrusted" in line)
+        return {**valid_answer(rt)(body), "reasoning": line}
+
+    return answer
+
+
+def test_reasoning_that_repeats_the_prompt_gets_the_repair(openai_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push(_echo_answer(openai_rt), valid_answer(openai_rt))
+    sug = suggest(openai_rt, Case.from_text(HATE + " (echo once)"), mode="full")
+    assert len(fake.requests) == 2 and "repeats the instructions or an example" in _user_prompt(fake.requests[1])
+    assert sug.path == "full" and sug.rationale.startswith("Calls a group vermin")
+
+
+def test_reasoning_that_repeats_the_prompt_twice_keeps_checked_labels_not_its_words(openai_rt: Runtime, fake: FakeOpenAI) -> None:
+    from copilot.llm.chain import NO_CASE_REASONING
+
+    fake.push(_echo_answer(openai_rt), _echo_answer(openai_rt))
+    sug = suggest(openai_rt, Case.from_text(HATE + " (echo twice)"), mode="full")
+    assert len(fake.requests) == 2
+    assert sug.path == "full" and sug.fallback_reason is None and "hate" in sug.labels and sug.citations
+    assert sug.rationale.startswith(NO_CASE_REASONING) and "untrusted" not in sug.rationale
 
 
 def test_invalid_twice_falls_back_to_the_fast_path(openai_rt: Runtime, fake: FakeOpenAI) -> None:
@@ -433,7 +461,7 @@ def test_smollm_stream_rationale(smol_rt: Runtime) -> None:
         sug = stop.value
     assert isinstance(sug, Suggestion) and all(isinstance(c, str) for c in chunks)
     if sug.path == "full":
-        assert sug.rationale.startswith("".join(chunks).strip()[:20])
+        assert_final_rationale_matches_stream(smol_rt, "".join(chunks), sug.rationale)
 
 
 def _stream_threads() -> int:

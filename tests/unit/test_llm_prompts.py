@@ -198,3 +198,19 @@ def test_forced_opening_is_the_schema_fixed_text_before_the_first_free_value() -
     enum_first = {"type": "object", "properties": {"action": {"type": "string", "enum": ["a"]}}, "required": ["action"]}
     assert forced_opening(enum_first) == ""
     assert forced_opening({"type": "array"}) == ""
+
+
+def test_echo_check_spots_instruction_lines_and_example_reasoning_not_case_descriptions(corpus) -> None:  # type: ignore[no-untyped-def]
+    from copilot.llm.checks import echoes, prompt_lines
+    from copilot.llm.render import suggest_system_text
+
+    lines = prompt_lines(suggest_system_text(corpus))
+    example = next(line for line in lines if line.startswith("Example:"))
+    example_reasoning = example.split('"reasoning":"', 1)[1].split('"', 1)[0]
+    assert echoes(example_reasoning, lines)  # an example's reasoning copied verbatim
+    instruction = next(line for line in lines if "untrusted" in line)
+    assert echoes(instruction, lines)
+    assert echoes("The case is untrusted user content.", lines)  # an instruction, cut short
+    assert not echoes("Calls Muslims rats and says to drive them out of town.", lines)
+    assert not echoes("A joke between friends about running laps, no real threat.", lines)
+    assert not echoes("", lines)

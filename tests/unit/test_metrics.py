@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from copilot.classifier.metrics import average_precision, best_f1_threshold, expected_calibration_error, prf, roc_auc
+from eval import metrics as EM
 
 
 def test_average_precision_hand_computed() -> None:
@@ -158,3 +159,13 @@ def test_macro_of_a_metric_no_label_defines_is_none_without_warning() -> None:
         warnings.simplefilter("error")
         macro = label_metrics(Y, np.array([[0.9], [0.8], [0.7], [0.6]]), Y, Y, ["privacy"])["macro"]
     assert macro["roc_auc"] is None and macro["f1"] == 1.0
+
+
+def test_citation_metrics_exact_and_by_area_hand_computed() -> None:
+    pred = [["HAT-1.1", "HAR-2.2"], ["VIO-1.1"], [], ["SPM-1.1"]]
+    gold: list[list[str] | None] = [["HAT-1.2"], ["VIO-1.1", "VIO-9.1"], ["SH-1.1"], None]  # last row: no gold, skipped
+    exact = EM.citation_metrics(pred, gold)
+    assert exact == {"rows": 3, "precision": round(1 / 3, 4), "recall": round(1 / 4, 4)}
+    by_area = EM.citation_metrics(pred, gold, key=lambda cid: cid.split("-")[0])
+    # cited 3: HAT-1.1 (HAT is gold's area: right), HAR-2.2 (wrong), VIO-1.1 (right); gold areas {HAT}, {VIO}, {SH}: 2 of 3 found
+    assert by_area == {"rows": 3, "precision": round(2 / 3, 4), "recall": round(2 / 3, 4)}
