@@ -474,18 +474,19 @@ class _GrammarGate:
         if not self._smpl:
             raise LLMError("llama.cpp could not build the grammar sampler")
         self._one = (llama_cpp.llama_token_data * 1)()
+        self._one_view = np.frombuffer(memoryview(self._one), dtype=_TOKEN_DATA)
         self._n = llama.n_vocab()
         self._all = (llama_cpp.llama_token_data * self._n)()
-        self._view = np.frombuffer(self._all, dtype=_TOKEN_DATA)
+        self._view = np.frombuffer(memoryview(self._all), dtype=_TOKEN_DATA)
 
     def _apply(self, data: Any, size: int) -> None:
         arr = self._lc.llama_token_data_array(data=data, size=size, selected=-1, sorted=False)
         self._lc.llama_sampler_apply(self._smpl, ctypes.byref(arr))
 
     def allows(self, tok: int) -> bool:
-        self._one[0].id, self._one[0].logit, self._one[0].p = tok, 0.0, 0.0
+        self._one_view[0] = (tok, 0.0, 0.0)
         self._apply(self._one, 1)
-        return bool(np.isfinite(self._one[0].logit))
+        return bool(np.isfinite(self._one_view["logit"][0]))
 
     def best(self, logits: np.ndarray) -> int:
         self._view["id"] = np.arange(self._n, dtype=np.int32)
