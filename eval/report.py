@@ -22,7 +22,7 @@ def markdown(m: dict[str, Any]) -> str:
              f"- flagged (any label): AUPRC {_fmt(m['flagged']['auprc'])} (95% CI {m['ci95'].get('flagged_auprc')}), F1 {_fmt(m['flagged']['f1'])}, "
              f"false-positive rate on clean rows {_fmt(m['flagged']['false_positive_rate_on_clean'])} (n={m['flagged']['n_clean']}), ECE {_fmt(m['flagged']['ece'])}",
              f"- citations (violating rows): precision {_fmt(m['citations_violating']['precision'])}, recall {_fmt(m['citations_violating']['recall'])} "
-             f"(right policy area: {_fmt(m.get('citations_area_violating', {}).get('precision'))} / {_fmt(m.get('citations_area_violating', {}).get('recall'))}); "
+             f"(a prohibition of the right policy area: {_fmt(m.get('citations_area_violating', {}).get('precision'))} / {_fmt(m.get('citations_area_violating', {}).get('recall'))}); "
              f"invented clause IDs {m['invented_clause_ids']}; abstention rate {_fmt(m['abstention_rate'])}",
              f"- latency ms p50 {_fmt(m['latency_ms'].get('p50'))}, p95 {_fmt(m['latency_ms'].get('p95'))}, p99 {_fmt(m['latency_ms'].get('p99'))}", "",
              "| label | support | precision | recall | F1 | AUPRC | ROC-AUC | ECE |", "|---|---|---|---|---|---|---|---|"]

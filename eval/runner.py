@@ -117,8 +117,12 @@ def compute(rt: Runtime, rows: list[DatasetRow], preds: list[dict], labels: list
     # Citations on violating rows only: for allowed rows the gold clause is an allowance the fast path never cites.
     res["citations_violating"] = EM.citation_metrics([p["citations"] for p in preds],
                                                      [g if r.labels else None for g, r in zip(gold_clauses, rows, strict=True)])
-    # The same at the level of policy areas: a sibling clause of the right area counts (exact IDs above are the target).
-    area = (lambda cid: rt.corpus.clauses[cid].area if cid in rt.corpus.clauses else f"?{cid}")  # noqa: E731
+    # The same at the level of policy areas: a sibling prohibition of the right area counts (exact IDs above are the
+    # target); citing the area's allowance on a violating row (the exception wrongly applied) does not.
+    def area(cid: str) -> str:
+        clause = rt.corpus.clauses.get(cid)
+        return f"?{cid}" if clause is None else clause.area if clause.kind == "prohibition" else f"{clause.area}:allowance"
+
     res["citations_area_violating"] = EM.citation_metrics([p["citations"] for p in preds],
                                                           [g if r.labels else None for g, r in zip(gold_clauses, rows, strict=True)], key=area)
     res["invented_clause_ids"] = sum(1 for p in preds for c in p["citations"] if c not in rt.corpus.clauses)

@@ -39,12 +39,13 @@ def assert_final_rationale_matches_stream(rt: Runtime, streamed: str, rationale:
     the final rationale), and that must not repeat the prompt."""
     from copilot.llm.chain import NO_CASE_REASONING
     from copilot.llm.checks import echoes, prompt_lines
-    from copilot.llm.render import suggest_system_text
+    from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
 
-    lines = prompt_lines(suggest_system_text(rt.corpus))
+    lines = prompt_lines(load_prompt(SUGGEST_PROMPT).render("system", labels=""))  # what the chain checks against
     streamed = streamed.strip()
-    assert streamed
-    if echoes(streamed, lines):
+    if not streamed:  # the model may close the reasoning string at once
+        assert rationale.startswith("(no reasoning given)") or rationale.startswith(NO_CASE_REASONING), rationale
+    elif echoes(streamed, lines):
         assert rationale.startswith(NO_CASE_REASONING) or not echoes(rationale.split(" Note:")[0].split(" Escalated:")[0], lines), rationale
     else:
         assert rationale.startswith(streamed[:20]), (streamed, rationale)

@@ -8,8 +8,9 @@ Flow of ``suggest_full(rt, case, fast)``:
    prohibition and the best allowance for this case (``offered_clauses``: the model chooses between a rule and its
    exception), the scores, the case last; the answer is decoded against a JSON schema whose enums hold only the
    offered clause IDs;
-3. checks (copilot/llm/checks.py); on errors one repair call names them (appended to the same prompt); still invalid,
-   or any LLM error or timeout
+3. checks (copilot/llm/checks.py); on errors one repair call names them (appended to the same prompt); an answer
+   whose only fault is a reasoning that repeats the prompt is kept with NO_CASE_REASONING as its reasoning; still
+   invalid, or any LLM error or timeout
    (COPILOT_LLM_TIMEOUT_S for the whole request; COPILOT_LLM_MAX_TOKENS per call) -> the fast path's suggestion is
    returned with ``fallback_reason`` saying why;
 4. ensemble (below).
@@ -86,7 +87,8 @@ MAX_PROMPT_CLAUSES = 6
 CACHE_SIZE = 512
 # The rationale when the model's reasoning only repeated its prompt, even after the repair (its labels and citations
 # passed every check and are kept).
-NO_CASE_REASONING = "The model gave no case-specific reasoning (it repeated its instructions); the labels and citations below passed the checks."
+NO_CASE_REASONING = ("The model gave no case-specific reasoning (its answer repeated the prompt); its labels and citations passed "
+                     "the checks and are combined with the classifier's as usual.")
 
 OnText = Callable[[str], None]
 
@@ -419,7 +421,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     schema = suggestion_schema(corpus.taxonomy, list(by_id), case)
     tokens = [0, 0]
 
-    echo_lines = prompt_lines(str(messages[0].content))
+    echo_lines = prompt_lines(load_prompt(SUGGEST_PROMPT).render("system", labels=""))
 
     def account(res: StructuredResult) -> Checked:
         tokens[0] += res.prompt_tokens
@@ -436,10 +438,15 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
                 on_text("")  # a cancelled stream stops before the repair call, not after it
             # the repair's pieces only tick the sink: its reasoning would repeat what the console already shows
             ticks = (lambda _piece: on_text("")) if on_text is not None else None
+            first_checked = checked
             checked = account(_call(llm, with_repair(messages, SUGGEST_PROMPT, checked.errors), schema, rt, deadline, ticks, "suggest-repair"))
-            if checked.echo and checked.errors == [ECHO_ERROR]:  # labels and citations passed: keep them, not its words
-                checked.out.reasoning = NO_CASE_REASONING
-                checked.errors = []
+            # An answer whose only fault is repeating the prompt passed every check that matters: keep its labels and
+            # citations (the repair's if it is that, else the first answer's), not its words.
+            for candidate in (checked, first_checked):
+                if checked.errors and candidate.errors == [ECHO_ERROR]:
+                    checked = candidate
+                    checked.out.reasoning = NO_CASE_REASONING
+                    checked.errors = []
             if checked.errors:
                 return _fallback(rt, fast, "LLM answer invalid after one repair: " + "; ".join(checked.errors[:4]), t0, prompt_version, (tokens[0], tokens[1]))
     except CopilotError as exc:  # spent tokens of a call cut short still count

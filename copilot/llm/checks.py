@@ -14,9 +14,10 @@ Suggestion answers:
   that field (Case.segments order);
 - the reasoning may not name a clause ID that was not offered;
 - the reasoning may not repeat the prompt (an instruction line, or an example's reasoning): small models under greedy
-  decoding sometimes do, and a moderator would read it as the case's rationale. It gets the one repair; an answer
-  whose only remaining fault is that keeps its checked labels and citations, with a rationale saying the model gave
-  no case-specific reasoning (``Checked.echo``), instead of discarding the whole answer.
+  decoding sometimes do, and a moderator would read it as the case's rationale. It gets the one repair; when the
+  answer's only fault is that (``Checked.echo``) and the repair does not give a clean answer, the chain keeps the
+  answer's checked labels and citations with a rationale saying the model gave no case-specific reasoning, instead of
+  discarding the whole answer.
 """
 
 from __future__ import annotations
@@ -40,11 +41,18 @@ CLAUSE_ID_RE = re.compile(r"\b[A-Z]{2,5}-\d+\.\d+\b", re.I)
 _ACTIONS = {a.value for a in Action}
 # A paraphrased quote is snapped to the case's words when this share of its words appear there in one run.
 SNAP_MIN_SHARE = 0.6
-# Reasoning this similar to a prompt line (difflib ratio over lower-cased words), or at least ECHO_MIN_WORDS words all
-# taken from one line, repeats the prompt instead of describing the case.
+# What counts as repeating the prompt (`echoes`). Only the prompt's own instruction lines and its examples' reasoning
+# are compared, never the label descriptions: reasoning in the taxonomy's words ("depicts suicide or self-injury") is
+# legitimate. A reasoning repeats an instruction line when it is that line almost verbatim (difflib ratio over
+# lower-cased words), or takes at least ECHO_MIN_WORDS words, nearly all from that line, covering at least
+# ECHO_MIN_COVER of its distinct words; it repeats an example only when it is a near-verbatim copy ("A gaming video
+# with no policy issue" against the example "A cooking video with no policy issue" is a real answer).
 ECHO_MIN_RATIO = 0.8
+ECHO_EXAMPLE_RATIO = 0.95
 ECHO_MIN_WORDS = 5
-ECHO_ERROR = "the reasoning repeats the instructions or an example instead of describing this case: say in your own words what in this case fits the clause you cite"
+ECHO_MIN_COVER = 0.5
+ECHO_MIN_LINE_WORDS = 4
+ECHO_ERROR = "the reasoning repeats the instructions or an example instead of describing this case: say in your own words what in this case decides your answer"
 _EXAMPLE_REASONING = re.compile(r'"reasoning"\s*:\s*"([^"]*)"')
 
 
@@ -159,36 +167,54 @@ def _span(case: Case, name: str, start: int, end: int, text: str) -> EvidenceSpa
     return with_time(case, EvidenceSpan(field=name, start=start, end=end, quote=text[start:end]))
 
 
-def prompt_lines(prompt_text: str) -> list[str]:
-    """The lines of a prompt a reasoning must not repeat: each line, and each example's reasoning on its own."""
-    lines = [line.strip() for line in prompt_text.splitlines() if line.strip()]
-    return lines + [m.group(1) for m in _EXAMPLE_REASONING.finditer(prompt_text)]
+@dataclass(frozen=True)
+class EchoLines:
+    """What a reasoning must not repeat: the prompt template's instruction lines and its examples' reasoning."""
+
+    instructions: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
+
+
+def prompt_lines(template_text: str) -> EchoLines:
+    """The echo lines of a prompt template's system section, rendered with its placeholders empty (so the corpus's
+    label descriptions are not among them)."""
+    lines = [line.strip() for line in template_text.splitlines() if line.strip()]
+    examples = tuple(m.group(1) for m in _EXAMPLE_REASONING.finditer(template_text))
+    instructions = tuple(line for line in lines if not line.startswith("Example:") and len(_norm(line).split()) >= ECHO_MIN_LINE_WORDS)
+    return EchoLines(instructions, examples)
 
 
 def _norm(text: str) -> str:
     return " ".join(w.lower() for w in _WORD.findall(text))
 
 
-def echoes(reasoning: str, lines: Sequence[str]) -> bool:
+def _ratio(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def echoes(reasoning: str, lines: EchoLines) -> bool:
     r = _norm(reasoning)
-    if not r:
+    words = r.split()
+    if len(words) < 3:
         return False
-    for line in lines:
+    if any(_ratio(r, _norm(e)) >= ECHO_EXAMPLE_RATIO for e in lines.examples):
+        return True
+    for line in lines.instructions:
         n = _norm(line)
-        if not n:
-            continue
-        if len(r.split()) >= ECHO_MIN_WORDS and set(r.split()) <= set(n.split()):  # the line's own words, cut or reordered
+        if _ratio(r, n) >= ECHO_MIN_RATIO:
             return True
-        if difflib.SequenceMatcher(None, r, n, autojunk=False).ratio() >= ECHO_MIN_RATIO:
+        line_words = set(n.split())
+        if len(words) >= ECHO_MIN_WORDS and sum(w in line_words for w in words) >= 0.9 * len(words) \
+                and len(set(words) & line_words) >= ECHO_MIN_COVER * len(line_words):
             return True
     return False
 
 
 def check_suggestion(
     data: dict[str, Any] | None, parse_error: str | None, offered: Mapping[str, Clause], corpus: Corpus, case: Case,
-    prompt: Sequence[str] = (),
+    prompt: EchoLines | None = None,
 ) -> Checked:
-    """``prompt``: the lines the reasoning must not repeat (`prompt_lines` of the system message)."""
+    """``prompt``: what the reasoning must not repeat (`prompt_lines` of the prompt template)."""
     out, errors = _parse(LLMSuggestion, data, parse_error)
     if out is None:
         return Checked(None, errors)
@@ -216,7 +242,7 @@ def check_suggestion(
         elif all((s.field, s.start, s.end) != (span.field, span.start, span.end) for s in spans):
             spans.append(span)
     _foreign_ids(out.reasoning, offered, "reasoning", errors)
-    echo = echoes(out.reasoning, prompt)
+    echo = prompt is not None and echoes(out.reasoning, prompt)
     if echo:
         errors.append(ECHO_ERROR)
     out.labels = labels

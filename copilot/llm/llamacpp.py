@@ -15,8 +15,11 @@
   the grammar alone, and only when the grammar rejects it is the whole vocabulary filtered. Same tokens as filtering
   every step (the greedy pick among allowed tokens is the top token whenever that is allowed), without the ~18 ms a
   full pass over Qwen's 151k-token vocabulary costs per token on these cores (a third of a decode step).
-- Forced opening: the text a schema forces before the first free value (``{"reasoning":"``) is appended to the prompt
-  and evaluated with it in one batch instead of being decoded token by token; the grammar is advanced over it.
+- Forced opening (``prefill_opening``): the text a schema forces before the first free value (``{"reasoning":"``) is
+  appended to the prompt and evaluated with it in one batch instead of being decoded token by token; the grammar is
+  advanced over it (and must accept it, or the call fails with LLMError rather than llama.cpp aborting). Like
+  speculative decoding, evaluating those tokens in the prompt's batch can flip near-tie answers (5 of 10 gold cases
+  in an A/B on these cores), deterministically.
 - Speculative decoding (``speculative=True``; COPILOT_LLM_SPECULATIVE, off by default: see config.py for why):
   copilot/llm/draft.py proposes the schema-forced and case-copied text, one batched pass verifies up to
   ``max_draft_tokens`` of it and the KV cache is truncated after the first token the model would not have chosen.
@@ -91,7 +94,8 @@ class LlamaCppChat(BaseChatModel):
     prefix_reuse: bool = True
     prefix_cache_dir: str | None = None
     speculative: bool = False  # schema-drafted speculative decoding (copilot/llm/draft.py) for JSON-constrained calls
-    lazy_grammar: bool = True  # False: llama.cpp's sampler filters the vocabulary every token, no forced opening (the baseline)
+    lazy_grammar: bool = True  # False: llama.cpp's sampler filters the whole vocabulary every token (the old decoding)
+    prefill_opening: bool = True  # evaluate the schema-forced opening with the prompt (needs lazy_grammar or speculative)
     max_draft_tokens: int = 10
 
     _llama: Any = PrivateAttr(default=None)
@@ -261,9 +265,11 @@ class LlamaCppChat(BaseChatModel):
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not self._lock.acquire(timeout=-1 if wait is None else wait):
             raise LLMTimeout("timed out waiting for the local model (another request holds it)")
+        gen: Any = None
         try:
             tokens, prefix_len = self.tokenize_messages(messages)
-            opening = forced_opening(json_schema) if (json_schema is not None and self.lazy_grammar) else ""
+            prefill = self.prefill_opening and (self.lazy_grammar or self.speculative)
+            opening = forced_opening(json_schema) if (json_schema is not None and prefill) else ""
             forced = self._tokenize(opening) if opening else []
             tokens = tokens + forced
             budget = min(max_tokens or self.max_tokens, self.n_ctx - len(tokens) - 1)
@@ -312,6 +318,8 @@ class LlamaCppChat(BaseChatModel):
             if tail:
                 yield tail
         finally:
+            if gen is not None:
+                gen.close()  # frees the grammar gate now, under the lock, not whenever this frame is collected
             self._lock.release()
 
     def _greedy(self, tokens: list[int], grammar: Any, n_forced: int) -> Iterator[int]:
@@ -329,7 +337,7 @@ class LlamaCppChat(BaseChatModel):
         try:
             if gate is not None:
                 for t in tokens[len(tokens) - n_forced:]:
-                    gate.accept(t)
+                    gate.accept_forced(t)
             while True:
                 logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama._ctx.ctx, -1), shape=(n_vocab,))
                 tok = int(np.argmax(logits))
@@ -361,6 +369,13 @@ class LlamaCppChat(BaseChatModel):
         ctx.kv_cache_seq_rm(-1, keep, -1)
         llama.eval(tokens[keep:])  # logits of the last position only
         llama._requires_eval = True  # the context's logits will not be this prompt's once decoding starts
+        if n_forced:  # check the opening against the grammar first: accepting a token it rejects aborts llama.cpp
+            check = _GrammarGate(llama, grammar)
+            try:
+                for t in tokens[len(tokens) - n_forced:]:
+                    check.accept_forced(t)
+            finally:
+                check.free()
         sampler = llama._init_sampler(top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, grammar=grammar)
         for t in tokens[len(tokens) - n_forced:]:
             sampler.accept(t)
@@ -470,14 +485,14 @@ class _GrammarGate:
         import llama_cpp
 
         self._lc = llama_cpp
-        self._smpl = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8"))
-        if not self._smpl:
-            raise LLMError("llama.cpp could not build the grammar sampler")
         self._one = (llama_cpp.llama_token_data * 1)()
         self._one_view = np.frombuffer(memoryview(self._one), dtype=_TOKEN_DATA)
         self._n = llama.n_vocab()
-        self._all = (llama_cpp.llama_token_data * self._n)()
-        self._view = np.frombuffer(memoryview(self._all), dtype=_TOKEN_DATA)
+        self._all: Any = None  # the whole vocabulary, allocated on the first rejected top token
+        self._view: np.ndarray | None = None
+        self._smpl = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8"))
+        if not self._smpl:
+            raise LLMError("llama.cpp could not build the grammar sampler")
 
     def _apply(self, data: Any, size: int) -> None:
         arr = self._lc.llama_token_data_array(data=data, size=size, selected=-1, sorted=False)
@@ -489,14 +504,23 @@ class _GrammarGate:
         return bool(np.isfinite(self._one_view["logit"][0]))
 
     def best(self, logits: np.ndarray) -> int:
-        self._view["id"] = np.arange(self._n, dtype=np.int32)
-        self._view["logit"] = logits
-        self._view["p"] = 0.0
+        if self._view is None:
+            self._all = (self._lc.llama_token_data * self._n)()
+            self._view = np.frombuffer(memoryview(self._all), dtype=_TOKEN_DATA)
+        view = self._view
+        view["id"] = np.arange(self._n, dtype=np.int32)  # the sampler may reorder or rewrite entries: refill each time
+        view["logit"] = logits
+        view["p"] = 0.0
         self._apply(self._all, self._n)
-        i = int(np.argmax(self._view["logit"]))
-        if not np.isfinite(self._view["logit"][i]):
+        i = int(np.argmax(view["logit"]))
+        if not np.isfinite(view["logit"][i]):
             raise LLMError("the grammar allows no token here")
-        return int(self._view["id"][i])
+        return int(view["id"][i])
+
+    def accept_forced(self, tok: int) -> None:
+        if not self.allows(tok):
+            raise LLMError("the grammar rejects the schema's forced opening (llama-cpp-python's JSON-schema converter changed?)")
+        self.accept(tok)
 
     def accept(self, tok: int) -> None:
         self._lc.llama_sampler_accept(self._smpl, tok)

@@ -45,7 +45,8 @@ def corpus_chunks(corpus: Corpus) -> list[Chunk]:
                     chunks.append(Chunk(target, "allowed", ex))
         else:
             chunks.extend(Chunk(clause.id, "allowed", ex) for ex in clause.non_violating)
-    return chunks
+    # a look-alike that is also its allowance's own example would count twice for that clause (ranking and BM25)
+    return list(dict.fromkeys(chunks))
 
 
 def named_allowance(corpus: Corpus, clause: Clause, why: str) -> str | None:

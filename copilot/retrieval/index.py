@@ -1,8 +1,9 @@
 """Persistent hybrid index over the policy corpus.
 
 Layout under <data_dir>/index/: manifest.json (corpus version, embedder id, dimension, build time, chunk keys),
-chunks.jsonl, embeddings.npy, dense.faiss. The index is rebuilt when the corpus version or the embedder changes, and
-only chunks whose text changed are re-embedded (embeddings are reused by chunk key).
+chunks.jsonl, embeddings.npy, dense.faiss. The index is rebuilt when the corpus version, the embedder or the list of
+chunks (e.g. after a change to copilot/retrieval/chunks.py) changes, and only chunks whose text changed are re-embedded
+(embeddings are reused by chunk key).
 """
 
 from __future__ import annotations

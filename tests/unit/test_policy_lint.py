@@ -97,7 +97,7 @@ def test_unknown_clause_suggests_close_ids(corpus_dir: Path) -> None:
 
 
 def test_lookalike_note_naming_an_allowance_links_the_example_there(corpus_dir: Path) -> None:
-    from copilot.retrieval.chunks import corpus_chunks
+    from copilot.retrieval.chunks import corpus_chunks, named_allowance
 
     corpus = load_corpus(corpus_dir)
     chunks = corpus_chunks(corpus)
@@ -110,14 +110,16 @@ def test_lookalike_note_naming_an_allowance_links_the_example_there(corpus_dir: 
             continue
         assert len(clause.non_violating_why) == len(clause.non_violating), clause.id
         for ex, why in zip(clause.non_violating, clause.non_violating_why, strict=True):
-            named = [cid for cid in corpus.clauses if cid in why and corpus.clauses[cid].kind == "allowance" and corpus.clauses[cid].area == clause.area]
-            if named:
-                assert (named[0], "allowed") in by_text.get(ex, set()), (clause.id, ex)
+            target = named_allowance(corpus, clause, why)
+            if target is not None:
+                assert corpus.clauses[target].kind == "allowance" and target in why
+                assert by_text[ex] == {(target, "allowed")}, (clause.id, ex)
                 linked += 1
-            else:  # a prohibition's look-alike with no named allowance is never indexed under the prohibition
-                assert (clause.id, "allowed") not in by_text.get(ex, set())
+            elif ex not in {e for c in corpus.active for e in c.violating + (c.non_violating if c.kind == "allowance" else [])}:
+                assert ex not in by_text, (clause.id, ex)  # an unlinked look-alike is not indexed at all
                 unlinked += 1
     assert linked >= 20 and unlinked >= 20  # the bundled corpus has both kinds of note
+    assert len({(c.clause_id, c.kind, c.text) for c in chunks}) == len(chunks)  # no chunk twice
 
 
 def test_note_naming_an_unknown_clause_is_a_lint_error(corpus_dir: Path, tmp_path: Path) -> None:
