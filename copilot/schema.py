@@ -206,6 +206,7 @@ class Suggestion(BaseModel):
     evidence: list[EvidenceSpan] = Field(default_factory=list)
     path: Literal["fast", "full"] = "fast"
     fallback_reason: str | None = Field(None, description="Why the full path fell back to the fast path, when it did.")
+    repair_reasons: list[str] = Field(default_factory=list, description="The checks the LLM's first answer failed, when a repair call was made.")
     corpus_version: str
     model_ids: dict[str, str] = Field(default_factory=dict)
     prompt_version: str | None = None

@@ -61,7 +61,7 @@ def run(rt: Runtime, rows: list[DatasetRow], out_dir: Path, mode: str = "fast", 
                       "abstained": sug.abstained, "path": sug.path, "latency_ms": round(ms, 2),
                       "prompt_tokens": sug.prompt_tokens, "completion_tokens": sug.completion_tokens,
                       # what the moderator would read, so an auditor can judge rationales, not only labels
-                      "rationale": sug.rationale, "fallback_reason": sug.fallback_reason})
+                      "rationale": sug.rationale, "fallback_reason": sug.fallback_reason, "repair_reasons": sug.repair_reasons})
         if progress:
             progress(i + 1, len(rows))
     with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as f:

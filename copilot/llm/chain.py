@@ -420,6 +420,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     by_id = {c.id: c for c in offered.clauses}
     schema = suggestion_schema(corpus.taxonomy, list(by_id), case)
     tokens = [0, 0]
+    repair_reasons: list[str] = []
 
     echo_lines = prompt_lines(load_prompt(SUGGEST_PROMPT).render("system", labels=""))
 
@@ -439,6 +440,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
             # the repair's pieces only tick the sink: its reasoning would repeat what the console already shows
             ticks = (lambda _piece: on_text("")) if on_text is not None else None
             first_checked = checked
+            repair_reasons = list(checked.errors)
             checked = account(_call(llm, with_repair(messages, SUGGEST_PROMPT, checked.errors), schema, rt, deadline, ticks, "suggest-repair"))
             # An answer whose only fault is repeating the prompt passed every check that matters: keep its labels and
             # citations (the repair's if it is that, else the first answer's), not its words.
@@ -475,7 +477,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
         abstained=bool(decision.abstain_reasons), abstain_reason="; ".join(decision.abstain_reasons) or None,
         evidence=checked.evidence, path="full", corpus_version=corpus.version, model_ids=rt.model_ids(),
         prompt_version=prompt_version, latency_ms=round(fast.latency_ms + (time.perf_counter() - t0) * 1000, 2),
-        prompt_tokens=tokens[0], completion_tokens=tokens[1],
+        prompt_tokens=tokens[0], completion_tokens=tokens[1], repair_reasons=repair_reasons,
     )
     cache.put(key, sug)
     return sug

@@ -139,7 +139,7 @@ def test_valid_answer_gives_a_full_suggestion(openai_rt: Runtime, fake: FakeOpen
     case = Case.from_text(HATE)
     sug = suggest(openai_rt, case, mode="full")
     assert sug.path == "full" and sug.fallback_reason is None, sug.fallback_reason
-    assert sug.prompt_version and sug.prompt_version.startswith(f"{SUGGEST_PROMPT}@")
+    assert sug.prompt_version and sug.prompt_version.startswith(f"{SUGGEST_PROMPT}@") and sug.repair_reasons == []
     assert (sug.prompt_tokens, sug.completion_tokens) == (100, 20)
     assert sug.model_ids["llm"] == f"openai:fake-model@{fake.url.split('/')[2]}"
     offered = set(_enum(fake.requests[0]))
@@ -159,6 +159,7 @@ def test_invalid_then_valid_is_repaired(openai_rt: Runtime, fake: FakeOpenAI) ->
     assert len(fake.requests) == 2
     assert sug.path == "full" and sug.fallback_reason is None
     assert "XYZ-9.9" not in {c.clause_id for c in sug.citations}
+    assert any("clause XYZ-9.9 was not in the Clauses list" in r for r in sug.repair_reasons)  # auditable: why it was repaired
     repair = fake.requests[1]["messages"]
     assert [m["role"] for m in repair] == ["system", "user"]
     assert repair[1]["content"].startswith(fake.requests[0]["messages"][1]["content"])
@@ -185,6 +186,9 @@ def test_reasoning_that_repeats_the_prompt_gets_the_repair(openai_rt: Runtime, f
     sug = suggest(openai_rt, Case.from_text(HATE + " (echo once)"), mode="full")
     assert len(fake.requests) == 2 and "repeats the instructions or an example" in _user_prompt(fake.requests[1])
     assert sug.path == "full" and sug.rationale.startswith("Calls a group vermin")
+    from copilot.llm.checks import ECHO_ERROR
+
+    assert sug.repair_reasons == [ECHO_ERROR]
 
 
 def test_reasoning_that_repeats_the_prompt_twice_keeps_checked_labels_not_its_words(openai_rt: Runtime, fake: FakeOpenAI) -> None:
