@@ -33,7 +33,7 @@ def require_llama_cpp() -> None:
         pytest.skip("llama_cpp is not importable: run scripts/install-llm.sh (under CI=true this test fails instead)")
 
 
-def assert_final_rationale_matches_stream(rt: Runtime, streamed: str, rationale: str) -> None:
+def assert_final_rationale_matches_stream(rt: Runtime, streamed: str, rationale: str, case_text: str) -> None:
     """A full-path suggestion's rationale continues what was streamed, unless the streamed reasoning repeated the
     prompt (SmolLM2 copies examples): then the repair's or the stated no-reasoning text replaces it (the console shows
     the final rationale), and that must not repeat the prompt."""
@@ -45,8 +45,8 @@ def assert_final_rationale_matches_stream(rt: Runtime, streamed: str, rationale:
     streamed = streamed.strip()
     if not streamed:  # the model may close the reasoning string at once
         assert rationale.startswith("(no reasoning given)") or rationale.startswith(NO_CASE_REASONING), rationale
-    elif echoes(streamed, lines):
-        assert rationale.startswith(NO_CASE_REASONING) or not echoes(rationale.split(" Note:")[0].split(" Escalated:")[0], lines), rationale
+    elif echoes(streamed, lines, case_text):
+        assert rationale.startswith(NO_CASE_REASONING) or not echoes(rationale.split(" Note:")[0].split(" Escalated:")[0], lines, case_text), rationale
     else:
         assert rationale.startswith(streamed[:20]), (streamed, rationale)
 

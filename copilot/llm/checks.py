@@ -45,10 +45,15 @@ SNAP_MIN_SHARE = 0.6
 # are compared, never the label descriptions: reasoning in the taxonomy's words ("depicts suicide or self-injury") is
 # legitimate. A reasoning repeats an instruction line when it is that line almost verbatim (difflib ratio over
 # lower-cased words), or takes at least ECHO_MIN_WORDS words, nearly all from that line, covering at least
-# ECHO_MIN_COVER of its distinct words; it repeats an example only when it is a near-verbatim copy ("A gaming video
-# with no policy issue" against the example "A cooking video with no policy issue" is a real answer).
+# ECHO_MIN_COVER of its distinct words. It repeats an example when it is a near-verbatim copy, or a close one
+# (ECHO_EXAMPLE_CLOSE) that carries at least ECHO_ALIEN_WORDS of the example's own words (4+ letters, not in the
+# instructions) that the case does not contain: "Calls a religious group rats to be driven out of our town" for a case
+# about "vermin" is the example, not the case; "A gaming video with no policy issue" against the example "A cooking
+# video with no policy issue" is a real answer.
 ECHO_MIN_RATIO = 0.8
 ECHO_EXAMPLE_RATIO = 0.95
+ECHO_EXAMPLE_CLOSE = 0.75
+ECHO_ALIEN_WORDS = 2
 ECHO_MIN_WORDS = 5
 ECHO_MIN_COVER = 0.5
 ECHO_MIN_LINE_WORDS = 4
@@ -192,13 +197,22 @@ def _ratio(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
-def echoes(reasoning: str, lines: EchoLines) -> bool:
+def echoes(reasoning: str, lines: EchoLines, case_text: str = "") -> bool:
     r = _norm(reasoning)
     words = r.split()
     if len(words) < 3:
         return False
-    if any(_ratio(r, _norm(e)) >= ECHO_EXAMPLE_RATIO for e in lines.examples):
-        return True
+    generic = {w for line in lines.instructions for w in _norm(line).split()}
+    in_case = set(_norm(case_text).split())
+    for e in lines.examples:
+        ne = _norm(e)
+        ratio = _ratio(r, ne)
+        if ratio >= ECHO_EXAMPLE_RATIO:
+            return True
+        if ratio >= ECHO_EXAMPLE_CLOSE:
+            alien = {w for w in set(words) & set(ne.split()) if len(w) >= 4 and w not in generic and w not in in_case}
+            if len(alien) >= ECHO_ALIEN_WORDS:
+                return True
     for line in lines.instructions:
         n = _norm(line)
         if _ratio(r, n) >= ECHO_MIN_RATIO:
@@ -242,7 +256,7 @@ def check_suggestion(
         elif all((s.field, s.start, s.end) != (span.field, span.start, span.end) for s in spans):
             spans.append(span)
     _foreign_ids(out.reasoning, offered, "reasoning", errors)
-    echo = prompt is not None and echoes(out.reasoning, prompt)
+    echo = prompt is not None and echoes(out.reasoning, prompt, case.text())
     if echo:
         errors.append(ECHO_ERROR)
     out.labels = labels

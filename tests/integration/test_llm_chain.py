@@ -481,7 +481,7 @@ def test_smollm_stream_rationale(smol_rt: Runtime) -> None:
         sug = stop.value
     assert isinstance(sug, Suggestion) and all(isinstance(c, str) for c in chunks)
     if sug.path == "full":
-        assert_final_rationale_matches_stream(smol_rt, "".join(chunks), sug.rationale)
+        assert_final_rationale_matches_stream(smol_rt, "".join(chunks), sug.rationale, "Buy followers now!!! 10k for $5, DM me, limited offer")
 
 
 def _stream_threads() -> int:

@@ -133,7 +133,7 @@ def test_stream_rationale_then_stored_suggestion(llm_server: Server) -> None:
     assert all(c.clause_id in rt.corpus.clauses for c in sug.citations)
     if sug.path == "full":
         assert sug.fallback_reason is None
-        assert_final_rationale_matches_stream(rt, "".join(chunks), sug.rationale)
+        assert_final_rationale_matches_stream(rt, "".join(chunks), sug.rationale, HATE)
     else:  # SmolLM's answer may fail the checks: then the fast path stands, and says why
         assert sug.fallback_reason, "a fast-path result from the full path must say why"
     # the warm-up evaluated the same prefix the request uses: the first call reused it

@@ -216,3 +216,9 @@ def test_echo_check_spots_instruction_lines_and_example_reasoning_not_case_descr
                "Glorification of violence against animals.", "Satire of a news report.", "Jokes between friends, no label.",
                "A gaming video with no policy issue.", "An education video with no policy issue.", "No labels.", ""):
         assert not echoes(ok, lines), ok
+    # a close copy of an example that brings the example's own content words the case does not have (seen on a
+    # fresh-clone run) is an echo; the same sentence about a case that does say those things is not
+    copied = "Calls a religious group rats to be driven out of our town."
+    assert echoes(copied, lines, "those people are vermin and should be driven out of our town")
+    assert not echoes(copied, lines, "the rats of that religious group should be driven out of our town, calls the post")
+    assert not echoes("A gaming video with no policy issue.", lines, "gaming stream highlights, GG")
