@@ -37,11 +37,10 @@ def assert_final_rationale_matches_stream(rt: Runtime, streamed: str, rationale:
     """A full-path suggestion's rationale continues what was streamed, unless the streamed reasoning repeated the
     prompt (SmolLM2 copies examples): then the repair's or the stated no-reasoning text replaces it (the console shows
     the final rationale), and that must not repeat the prompt."""
-    from copilot.llm.chain import NO_CASE_REASONING
-    from copilot.llm.checks import echoes, prompt_lines
-    from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
+    from copilot.llm.chain import NO_CASE_REASONING, suggest_echo_lines
+    from copilot.llm.checks import echoes
 
-    lines = prompt_lines(load_prompt(SUGGEST_PROMPT).render("system", labels=""))  # what the chain checks against
+    lines = suggest_echo_lines()  # what the chain checks against
     streamed = streamed.strip()
     if not streamed:  # the model may close the reasoning string at once
         assert rationale.startswith("(no reasoning given)") or rationale.startswith(NO_CASE_REASONING), rationale

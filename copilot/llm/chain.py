@@ -65,11 +65,12 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from copilot.errors import CopilotError
 from copilot.llm.base import ChatBackend, StructuredResult
-from copilot.llm.checks import ECHO_ERROR, Checked, LLMSuggestion, check_suggestion, prompt_lines
+from copilot.llm.checks import ECHO_ERROR, Checked, EchoLines, LLMSuggestion, check_suggestion, prompt_lines
 from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
 from copilot.llm.render import suggest_messages, suggest_system_text, suggestion_schema, unsupported_labels, with_repair
 from copilot.runtime import Runtime
@@ -141,6 +142,17 @@ def suggestion_cache(rt: Runtime) -> SuggestionCache:
         if cache is None:
             cache = _CACHES[rt] = SuggestionCache()
         return cache
+
+
+def suggest_echo_lines() -> EchoLines:
+    """What a suggestion's reasoning must not repeat: the suggestion prompt's instructions and examples (its label
+    list, which is the corpus's wording, left out)."""
+    return _echo_lines(load_prompt(SUGGEST_PROMPT).version)
+
+
+@lru_cache(maxsize=4)
+def _echo_lines(version: str) -> EchoLines:  # keyed by the prompt's content hash: an edited prompt gets new lines
+    return prompt_lines(load_prompt(SUGGEST_PROMPT).render("system", labels=""))
 
 
 def case_hash(case: Case) -> str:
@@ -422,7 +434,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     tokens = [0, 0]
     repair_reasons: list[str] = []
 
-    echo_lines = prompt_lines(load_prompt(SUGGEST_PROMPT).render("system", labels=""))
+    echo_lines = suggest_echo_lines()
 
     def account(res: StructuredResult) -> Checked:
         tokens[0] += res.prompt_tokens

@@ -15,7 +15,7 @@ Suggestion answers:
 - the reasoning may not name a clause ID that was not offered;
 - the reasoning may not repeat the prompt (an instruction line, or an example's reasoning): small models under greedy
   decoding sometimes do, and a moderator would read it as the case's rationale. It gets the one repair; when the
-  answer's only fault is that (``Checked.echo``) and the repair does not give a clean answer, the chain keeps the
+  answer's only fault is that (errors == [ECHO_ERROR]) and the repair does not give a clean answer, the chain keeps the
   answer's checked labels and citations with a rationale saying the model gave no case-specific reasoning, instead of
   discarding the whole answer.
 """
@@ -27,6 +27,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -85,7 +86,6 @@ class Checked:
     clauses: list[Clause] = field(default_factory=list)
     evidence: list[EvidenceSpan] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # citations removed without a repair (see the module docstring)
-    echo: bool = False  # the reasoning repeats the prompt (ECHO_ERROR is among the errors)
 
 
 def _parse(model: type[BaseModel], data: dict[str, Any] | None, error: str | None) -> tuple[Any, list[str]]:
@@ -179,6 +179,13 @@ class EchoLines:
     instructions: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()
 
+    @cached_property
+    def normalized(self) -> tuple[tuple[str, ...], tuple[str, ...], frozenset[str]]:
+        """Instructions and examples as compared (lower-cased words), and the instructions' vocabulary: computed once
+        per prompt, not per answer."""
+        instructions = tuple(_norm(line) for line in self.instructions)
+        return instructions, tuple(_norm(e) for e in self.examples), frozenset(w for n in instructions for w in n.split())
+
 
 def prompt_lines(template_text: str) -> EchoLines:
     """The echo lines of a prompt template's system section, rendered with its placeholders empty (so the corpus's
@@ -202,10 +209,9 @@ def echoes(reasoning: str, lines: EchoLines, case_text: str = "") -> bool:
     words = r.split()
     if len(words) < 3:
         return False
-    generic = {w for line in lines.instructions for w in _norm(line).split()}
+    instructions, examples, generic = lines.normalized
     in_case = set(_norm(case_text).split())
-    for e in lines.examples:
-        ne = _norm(e)
+    for ne in examples:
         ratio = _ratio(r, ne)
         if ratio >= ECHO_EXAMPLE_RATIO:
             return True
@@ -213,8 +219,7 @@ def echoes(reasoning: str, lines: EchoLines, case_text: str = "") -> bool:
             alien = {w for w in set(words) & set(ne.split()) if len(w) >= 4 and w not in generic and w not in in_case}
             if len(alien) >= ECHO_ALIEN_WORDS:
                 return True
-    for line in lines.instructions:
-        n = _norm(line)
+    for n in instructions:
         if _ratio(r, n) >= ECHO_MIN_RATIO:
             return True
         line_words = set(n.split())
@@ -256,11 +261,10 @@ def check_suggestion(
         elif all((s.field, s.start, s.end) != (span.field, span.start, span.end) for s in spans):
             spans.append(span)
     _foreign_ids(out.reasoning, offered, "reasoning", errors)
-    echo = prompt is not None and echoes(out.reasoning, prompt, case.text())
-    if echo:
+    if prompt is not None and echoes(out.reasoning, prompt, case.text()):
         errors.append(ECHO_ERROR)
     out.labels = labels
-    return Checked(out, errors, clauses, spans, dropped, echo)
+    return Checked(out, errors, clauses, spans, dropped)
 
 
 def check_answer(data: dict[str, Any] | None, parse_error: str | None, offered: Mapping[str, Clause], corpus: Corpus) -> Checked:

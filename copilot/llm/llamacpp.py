@@ -322,16 +322,21 @@ class LlamaCppChat(BaseChatModel):
                 gen.close()  # frees the grammar gate now, under the lock, not whenever this frame is collected
             self._lock.release()
 
+    def _eval_prompt(self, tokens: list[int]) -> None:
+        """Evaluate the prompt past what the KV cache already holds (Llama.eval drops the cache beyond n_tokens first);
+        at least one token is evaluated, so the context's last logits are this prompt's."""
+        llama = self._llama
+        llama.n_tokens = min(_common_prefix(llama._input_ids.tolist(), tokens), len(tokens) - 1)
+        llama.eval(tokens[llama.n_tokens:])  # logits of the last position only
+        llama._requires_eval = True  # the context's logits will not be this prompt's once decoding starts
+
     def _greedy(self, tokens: list[int], grammar: Any, n_forced: int) -> Iterator[int]:
         """Greedy decoding, the grammar checked lazily (see the module docstring); the last ``n_forced`` prompt tokens
         are the forced opening, which the grammar is advanced over before the first sampled token."""
         import llama_cpp
 
         llama = self._llama
-        keep = min(_common_prefix(llama._input_ids.tolist(), tokens), len(tokens) - 1)
-        llama.n_tokens = keep
-        llama.eval(tokens[keep:])  # logits of the last position only
-        llama._requires_eval = True  # the context's logits will not be this prompt's once decoding starts
+        self._eval_prompt(tokens)
         gate = _GrammarGate(llama, grammar) if grammar is not None else None
         n_vocab = llama.n_vocab()
         try:
@@ -363,12 +368,7 @@ class LlamaCppChat(BaseChatModel):
         """
         llama = self._llama
         ctx = llama._ctx
-        keep = _common_prefix(llama._input_ids.tolist(), tokens)
-        keep = min(keep, len(tokens) - 1)  # at least one token is evaluated, so the logits are this prompt's
-        llama.n_tokens = keep
-        ctx.kv_cache_seq_rm(-1, keep, -1)
-        llama.eval(tokens[keep:])  # logits of the last position only
-        llama._requires_eval = True  # the context's logits will not be this prompt's once decoding starts
+        self._eval_prompt(tokens)
         if n_forced:  # check the opening against the grammar first: accepting a token it rejects aborts llama.cpp
             check = _GrammarGate(llama, grammar)
             try:

@@ -201,9 +201,10 @@ def test_forced_opening_is_the_schema_fixed_text_before_the_first_free_value() -
 
 
 def test_echo_check_spots_instruction_lines_and_example_reasoning_not_case_descriptions() -> None:
-    from copilot.llm.checks import echoes, prompt_lines
+    from copilot.llm.chain import suggest_echo_lines
+    from copilot.llm.checks import echoes
 
-    lines = prompt_lines(load_prompt(SUGGEST_PROMPT).render("system", labels=""))
+    lines = suggest_echo_lines()
     assert lines.examples and lines.instructions
     assert echoes(lines.examples[0], lines)  # an example's reasoning copied verbatim
     instruction = next(line for line in lines.instructions if "untrusted" in line)
