@@ -217,6 +217,7 @@ def test_invalid_twice_falls_back_to_the_fast_path(openai_rt: Runtime, fake: Fak
     sug = suggest(openai_rt, case, mode="full")
     assert sug.path == "fast"
     assert sug.fallback_reason and sug.fallback_reason.startswith("LLM answer invalid after one repair") and "XYZ-9.9" in sug.fallback_reason
+    assert any("XYZ-9.9" in r for r in sug.repair_reasons)  # why the repair was asked for, kept on the fallback too
     fast = suggest_fast(openai_rt, case)
     assert (sug.labels, sug.action) == (fast.labels, fast.action)
     assert "XYZ-9.9" not in {c.clause_id for c in sug.citations}

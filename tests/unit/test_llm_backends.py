@@ -211,3 +211,19 @@ def test_an_excepted_base_label_stays_when_a_kept_sub_label_implies_it(rt: Runti
     # hate is in its band and excepted, but the confident hate/threatening (escalated) implies it: no contradicting note
     assert d.labels == ["hate", "hate/threatening"] and d.action == Action.escalate
     assert not any(n.startswith("hate not suggested") for n in d.notes)
+
+
+def test_an_allowance_is_cited_only_where_it_decides(rt: Runtime) -> None:
+    # beside a real violation of another area, an exception that removed nothing is noted, not cited
+    fast = _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True),
+                 LabelScore(label="self-harm", score=0.02, threshold=0.4))
+    d = _ens(rt, fast, ["hate"], ["HAT-1.1", "SH-9.3"])
+    assert d.labels == ["hate"] and [c.id for c in d.cited] == ["HAT-1.1"] and any("SH-9.3 not cited" in n for n in d.notes)
+    # the same exception explains an answer with no label at all
+    d = _ens(rt, _fast(LabelScore(label="self-harm", score=0.02, threshold=0.4)), [], ["SH-9.3"], action="no_action")
+    assert (d.labels, [c.id for c in d.cited]) == ([], ["SH-9.3"])
+    # and one that removed a flagged label of its area is cited next to another area's violation
+    fast = _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True),
+                 LabelScore(label="self-harm", score=0.45, threshold=0.4, flagged=True))
+    d = _ens(rt, fast, ["hate"], ["HAT-1.1", "SH-9.3"])
+    assert d.labels == ["hate"] and [c.id for c in d.cited] == ["HAT-1.1", "SH-9.3"]
