@@ -17,7 +17,7 @@ from api.metrics import MICROBATCH_SIZE, record_suggestion
 from copilot import suggest as core
 from copilot.classifier.batcher import MicroBatcher
 from copilot.runtime import Runtime
-from copilot.schema import Case, Suggestion
+from copilot.schema import Case, LLMBudget, Suggestion
 from copilot.validate import validate_case
 
 
@@ -61,19 +61,19 @@ async def fast_suggestion(request: Request, case: Case) -> Suggestion:
     return await asyncio.to_thread(core.suggest_fast, rt, case, scored, vecs[0])
 
 
-async def suggest_case(request: Request, case: Case, mode: str) -> Suggestion:
+async def suggest_case(request: Request, case: Case, mode: str, budget: LLMBudget | None = None) -> Suggestion:
     rt: Runtime = request.app.state.runtime
     fast = await fast_suggestion(request, case)
     # The LLM chain enforces its own budget and falls back; this outer bound only guards against a hung backend.
     try:
-        sug = await asyncio.wait_for(asyncio.to_thread(core.route, rt, case, fast, mode), rt.settings.request_timeout_s)
+        sug = await asyncio.wait_for(asyncio.to_thread(core.route, rt, case, fast, mode, budget), rt.settings.request_timeout_s)
     except TimeoutError:
         raise SuggestionTimeout(f"no suggestion within {rt.settings.request_timeout_s:g}s (COPILOT_REQUEST_TIMEOUT_S)") from None
     record_suggestion(sug.labels, sug.path, sug.abstained, sug.prompt_tokens, sug.completion_tokens)
     return sug
 
 
-async def stream_full(request: Request, case: Case, fast: Suggestion) -> AsyncIterator[tuple[str, Any]]:
+async def stream_full(request: Request, case: Case, fast: Suggestion, budget: LLMBudget | None = None) -> AsyncIterator[tuple[str, Any]]:
     """The full path as events: ("rationale", text chunk)* then ("suggestion", Suggestion); errors raise.
 
     The chain runs in its own worker thread (copilot.llm.chain.stream_suggestion); each wait for its next event is a
@@ -84,7 +84,7 @@ async def stream_full(request: Request, case: Case, fast: Suggestion) -> AsyncIt
 
     rt: Runtime = request.app.state.runtime
     cancel = threading.Event()
-    events = stream_suggestion(rt, case, fast, cancel=cancel)
+    events = stream_suggestion(rt, case, fast, cancel=cancel, budget=budget)
     deadline = time.monotonic() + rt.settings.request_timeout_s
     try:
         while True:

@@ -3,8 +3,9 @@
 With an LLM configured (COPILOT_LLM_BACKEND) the answer is written by the model from the retrieved clauses (ID, title,
 summary, rule; prompt copilot/llm/prompts/ask_v1.txt), decoded against a schema whose clause-ID enum holds only the
 offered clauses; the citations are checked against the offered clauses (one repair call names any problem), and the
-answer abstains when the model says the clauses do not cover the question. On any LLM error, timeout or still-invalid
-answer, the extractive answer below is returned instead (mode "extractive").
+answer abstains (with the fixed NOT_COVERED text, never the model's own unchecked words) when the model says the clauses
+do not cover the question. On any LLM error, timeout or still-invalid answer, the extractive answer below is returned
+instead (mode "extractive", with `fallback_reason` saying what went wrong).
 
 Without an LLM the answer is extractive: the best clauses, quoted, with their IDs.
 
@@ -19,7 +20,7 @@ import time
 
 import numpy as np
 
-from copilot.errors import EmptyText
+from copilot.errors import CopilotError, EmptyText
 from copilot.runtime import Runtime
 from copilot.schema import AskAnswer, Citation, SearchHit
 
@@ -46,15 +47,22 @@ def ask(rt: Runtime, question: str, k: int = 3) -> AskAnswer:
     best_sim = max((float(np.dot(qv, v)) for v in rt.embedder.encode([corpus.get(h.clause_id).index_text() for h in hits[:1]])), default=0.0)
     if not hits or best_sim < ASK_MIN_SIMILARITY:
         return AskAnswer(answer=NOT_COVERED, citations=[], abstained=True, corpus_version=corpus.version)
-    if rt.settings.llm_backend != "none":
-        try:
-            return ask_llm(rt, question, hits)
-        except Exception as exc:  # any LLM failure: the extractive answer still serves the question
-            log.warning("LLM answer failed, extractive answer instead: %s", getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}")
-    return ask_extractive(rt, hits)
+    if rt.settings.llm_backend == "none":
+        return ask_extractive(rt, hits)
+    try:
+        return ask_llm(rt, question, hits)
+    except CopilotError as exc:  # endpoint down, timeout, model missing: its detail says which
+        reason = f"LLM call failed: {exc.detail}"
+    except Exception as exc:  # a backend bug must not take the answer down: the extractive answer still serves it
+        log.exception("LLM answer error")
+        reason = f"LLM call failed: {type(exc).__name__}: {exc}"
+    log.warning("LLM answer failed, extractive answer instead: %s", reason)
+    return ask_extractive(rt, hits, fallback_reason=reason)
 
 
-def ask_extractive(rt: Runtime, hits: list[SearchHit]) -> AskAnswer:
+def ask_extractive(rt: Runtime, hits: list[SearchHit], fallback_reason: str | None = None) -> AskAnswer:
+    """The best clauses quoted. `fallback_reason` is why a configured LLM did not answer: the header then says the LLM
+    failed rather than that there is none, but does not quote the reason (it may repeat the model's invalid output)."""
     corpus = rt.corpus
     citations, parts = [], []
     for h in hits:
@@ -63,13 +71,15 @@ def ask_extractive(rt: Runtime, hits: list[SearchHit]) -> AskAnswer:
         quote = clause.rule.split(". ")[0].rstrip(".") + "."
         parts.append(f"[{clause.id}] {clause.title}: {clause.summary} Verdict under this clause: {verdict}. Rule: \"{quote}\"")
         citations.append(Citation(clause_id=clause.id, title=clause.title, area=clause.area, summary=clause.summary, score=h.score, quote=quote))
-    answer = "Most relevant clauses (extractive answer, no LLM):\n" + "\n".join(parts)
-    return AskAnswer(answer=answer, citations=citations, abstained=False, mode="extractive", corpus_version=corpus.version)
+    header = "extractive answer, the LLM answer failed: see fallback_reason" if fallback_reason else "extractive answer, no LLM"
+    answer = f"Most relevant clauses ({header}):\n" + "\n".join(parts)
+    return AskAnswer(answer=answer, citations=citations, abstained=False, mode="extractive", fallback_reason=fallback_reason,
+                     corpus_version=corpus.version)
 
 
 def ask_llm(rt: Runtime, question: str, hits: list[SearchHit]) -> AskAnswer:
-    """The LLM answer; raises (CopilotError or a backend error) when it cannot give a checked one."""
-    from copilot.llm.base import LLMError
+    """The LLM answer; the extractive one (with the reason) when the answer is still invalid after one repair. Raises
+    (CopilotError or a backend error) when the call itself fails."""
     from copilot.llm.checks import check_answer
     from copilot.llm.prompts import ASK_PROMPT
     from copilot.llm.render import ask_messages, ask_schema, with_repair
@@ -90,10 +100,12 @@ def ask_llm(rt: Runtime, question: str, hits: list[SearchHit]) -> AskAnswer:
         res = llm.structured(with_repair(messages, ASK_PROMPT, checked.errors), schema, max_tokens=max_tokens, deadline=deadline, purpose="ask-repair")
         checked = check_answer(res.data, res.error, offered, corpus)
         if checked.errors:
-            raise LLMError("LLM answer invalid after one repair: " + "; ".join(checked.errors[:3]))
+            reason = "LLM answer invalid after one repair: " + "; ".join(checked.errors[:3])
+            log.warning("LLM answer failed, extractive answer instead: %s", reason)
+            return ask_extractive(rt, hits, fallback_reason=reason)
     out = checked.out
-    if not out.covered:
-        return AskAnswer(answer=out.answer.strip() or NOT_COVERED, citations=[], abstained=True, mode="llm", corpus_version=corpus.version)
+    if not out.covered:  # the model's own words are unchecked when it cites nothing: say only that the corpus is silent
+        return AskAnswer(answer=NOT_COVERED, citations=[], abstained=True, mode="llm", corpus_version=corpus.version)
     citations = [
         Citation(clause_id=c.id, title=c.title, area=c.area, summary=c.summary, score=scores.get(c.id)) for c in checked.clauses
     ]

@@ -95,9 +95,16 @@ def policy_show(clause_id: str, as_json: Annotated[bool, typer.Option("--json")]
 
 @policy_app.command("search")
 def policy_search(query: str, k: Annotated[int, typer.Option("--k", help="Number of clauses.")] = 5,
-                  method: Annotated[str, typer.Option(help="hybrid | dense | bm25")] = "hybrid",
+                  method: Annotated[str, typer.Option(help="hybrid | dense | bm25 | rerank | auto")] = "hybrid",
                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Find the clauses that govern a situation, in plain words."""
+    from copilot.retrieval.index import METHODS
+
+    # checked before the runtime loads the models, so a typo costs no wait and ends in one line, not a traceback
+    if method not in ("auto", *METHODS):
+        fail(f"--method must be one of {', '.join((*METHODS, 'auto'))}, not {method!r}", 2)
+    if k < 1:
+        fail(f"--k must be at least 1, not {k}", 2)
     try:
         hits = _runtime().index.search(query, k=k, method=method)
     except CopilotError as exc:
@@ -121,9 +128,11 @@ def policy_ask(question: str, as_json: Annotated[bool, typer.Option("--json")] =
     except CopilotError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps({"answer": ans.answer, "citations": [c.model_dump() for c in ans.citations], "abstained": ans.abstained}, indent=2))
+        print(json.dumps(ans.model_dump(mode="json"), indent=2))  # every field, so scripts see mode and fallback_reason too
     else:
         out.print(ans.answer, highlight=False)
+        if ans.fallback_reason:
+            err.print(f"fallback reason: {ans.fallback_reason}", highlight=False, markup=False)
 
 
 # ---- index --------------------------------------------------------------------------------------------------------
@@ -196,16 +205,28 @@ def suggest(text: Annotated[str | None, typer.Argument(help="Case text (or use -
             media: Annotated[Path | None, typer.Option(help="A video or audio file: its speech and on-screen text become the case's "
                                                              "transcript and on_screen_text (TEXT, if given, is the caption).")] = None,
             mode: Annotated[str, typer.Option(help="fast | full | auto")] = "auto",
+            timeout_s: Annotated[float | None, typer.Option("--timeout-s", help="Seconds the LLM may spend on this case (capped by "
+                                                                                "COPILOT_LLM_TIMEOUT_S); past it the fast suggestion stands.")] = None,
+            max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Completion tokens the LLM may write for this case, "
+                                                                               "repair included (per call capped by COPILOT_LLM_MAX_TOKENS).")] = None,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Suggest labels, cited clauses and an action for one case.
 
     Examples: `copilot suggest "you people are vermin"`, `copilot suggest --case-file case.json --mode full`,
     `copilot suggest --media clip.mp4 --json` (evidence then carries start_s / end_s: when it is heard or seen)."""
-    from copilot.schema import Case
+    from pydantic import ValidationError
+
+    from copilot.schema import Case, LLMBudget
     from copilot.suggest import suggest as run
 
     if mode not in ("fast", "full", "auto"):
         fail(f"--mode must be fast, full or auto, not {mode!r}", 2)
+    budget = None
+    if timeout_s is not None or max_tokens is not None:
+        try:
+            budget = LLMBudget(timeout_s=timeout_s, max_tokens=max_tokens)
+        except ValidationError as exc:
+            fail("; ".join(f"--{'-'.join(str(e['loc'][-1]).split('_'))}: {e['msg']}" for e in exc.errors()), 2)
     if case_file:
         case = Case.model_validate_json(case_file.read_text())
     elif text is not None:
@@ -224,7 +245,7 @@ def suggest(text: Annotated[str | None, typer.Argument(help="Case text (or use -
                 fail(f"{media}: no such file", 2)
             report = extract(media, rt.settings, rt.media, case.language)
             case = apply_to_case(case, report)
-        sug = run(rt, case, mode)
+        sug = run(rt, case, mode, budget)
     except CopilotError as exc:
         fail(exc)
     if as_json:

@@ -40,6 +40,10 @@ class UnknownLabel(InvalidInput):
     code, title = "unknown_label", "Unknown label"
 
 
+class UnknownArea(InvalidInput):
+    code, title = "unknown_area", "Unknown policy area"
+
+
 class UnknownClause(InvalidInput):
     code, title = "unknown_clause", "Unknown clause"
 

@@ -195,6 +195,16 @@ class SuggestMode(StrEnum):
     auto = "auto"
 
 
+class LLMBudget(BaseModel):
+    """What one request lets the LLM chain spend; each is capped by the service's own limit (COPILOT_LLM_TIMEOUT_S,
+    COPILOT_LLM_MAX_TOKENS per call). Past it the fast suggestion stands, with the reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float | None = Field(None, gt=0, le=600, description="Seconds for the LLM calls of this request (first answer and repair together).")
+    max_tokens: int | None = Field(None, ge=16, le=8192, description="Completion tokens for this request (first answer and repair together).")
+
+
 class Suggestion(BaseModel):
     labels: list[str] = Field(description="Labels the system suggests (each backed by at least one citation).")
     scores: list[LabelScore]
@@ -250,6 +260,9 @@ class AskAnswer(BaseModel):
     citations: list[Citation]
     abstained: bool
     mode: Literal["extractive", "llm"] = "extractive"
+    fallback_reason: str | None = Field(
+        None, description="Why the extractive answer was given although an LLM is configured (the LLM call failed or its "
+        "answer stayed invalid); None when the LLM answered or none is configured.")
     corpus_version: str
 
 

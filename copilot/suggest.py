@@ -25,7 +25,7 @@ import numpy as np
 from copilot.errors import ComponentMissing
 from copilot.evidence import locate as locate_evidence
 from copilot.runtime import Runtime
-from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, LabelScore, SearchHit, Suggestion, primary_language
+from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, LabelScore, LLMBudget, SearchHit, Suggestion, primary_language
 from copilot.validate import validate_case
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _strictest(actions: list[Action]) -> Action:
     return min(actions, key=ACTION_SEVERITY.index)
 
 
-def route(rt: Runtime, case: Case, fast: Suggestion, mode: str) -> Suggestion:
+def route(rt: Runtime, case: Case, fast: Suggestion, mode: str, budget: LLMBudget | None = None) -> Suggestion:
     """Given the fast suggestion, decide the path: keep it when fast is asked for or it is confident (auto); otherwise
     run the LLM chain, or say why the fast suggestion stands when no LLM is configured."""
     if mode == "fast" or (mode == "auto" and not fast.abstained):
@@ -163,10 +163,11 @@ def route(rt: Runtime, case: Case, fast: Suggestion, mode: str) -> Suggestion:
         from copilot.llm.chain import suggest_full
     except ImportError as exc:  # pragma: no cover - the chain module is part of the package
         raise ComponentMissing(f"llm chain: {exc}") from exc
-    return suggest_full(rt, case, fast)
+    return suggest_full(rt, case, fast, budget)
 
 
-def suggest(rt: Runtime, case: Case, mode: str = "auto") -> Suggestion:
-    """Route a case: fast path when confident, the LLM chain when uncertain (auto) or asked for (full)."""
+def suggest(rt: Runtime, case: Case, mode: str = "auto", budget: LLMBudget | None = None) -> Suggestion:
+    """Route a case: fast path when confident, the LLM chain when uncertain (auto) or asked for (full); ``budget``
+    narrows what the LLM chain may spend on it."""
     validate_case(case, rt.settings)
-    return route(rt, case, suggest_fast(rt, case), mode)
+    return route(rt, case, suggest_fast(rt, case), mode, budget)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from copilot.errors import UnknownLabel
+from copilot.errors import UnknownArea, UnknownLabel
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,15 @@ class Taxonomy:
         close = difflib.get_close_matches(label, self.labels, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UnknownLabel(f"unknown label {label!r}{hint} (valid: {', '.join(self.labels)})")
+
+    def check_area(self, area: str) -> str:
+        """Return the area key or raise UnknownArea naming the closest and all valid areas (a filter on a typo would
+        otherwise match nothing, silently)."""
+        if area in self.areas:
+            return area
+        close = difflib.get_close_matches(area, self.areas, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownArea(f"unknown area {area!r}{hint} (valid: {', '.join(self.areas)})")
 
     def close(self, labels: list[str]) -> list[str]:
         """Add the base label of every sub-label ('hate/threatening' implies 'hate'), as OpenAI's categories nest."""

@@ -52,10 +52,13 @@ def run(rt: Runtime, rows: list[DatasetRow], out_dir: Path, mode: str = "fast", 
                            "refusing to report leaked figures (pass --allow-overlap to run anyway)", overlap=overlap)
     out_dir.mkdir(parents=True, exist_ok=True)
     preds = []
+    prompt_versions: set[str] = set()
     for i, row in enumerate(rows):
         t0 = time.perf_counter()
         sug = suggest(rt, Case.from_text(row.text), mode)
         ms = (time.perf_counter() - t0) * 1000
+        if sug.prompt_version:
+            prompt_versions.add(sug.prompt_version)
         preds.append({"id": row.id, "scores": {s.label: s.score for s in sug.scores if s.label in label_set},
                       "labels": [l for l in sug.labels if l in label_set], "citations": [c.clause_id for c in sug.citations],
                       "abstained": sug.abstained, "path": sug.path, "latency_ms": round(ms, 2),
@@ -70,7 +73,9 @@ def run(rt: Runtime, rows: list[DatasetRow], out_dir: Path, mode: str = "fast", 
     result = compute(rt, rows, preds, label_set, slice_fields or [])
     result["run"] = {
         "dataset": dataset_name, "dataset_hash": dataset_hash, "mode": mode, "rows": len(rows), "training_overlap": overlap,
-        "corpus_version": rt.corpus.version, "model_ids": rt.model_ids(), "prompt_version": None, "git": _git_rev(),
+        "corpus_version": rt.corpus.version, "model_ids": rt.model_ids(), "git": _git_rev(),
+        # the prompt the LLM calls used (None on the fast path; a fallback before any call has none either)
+        "prompt_version": ",".join(sorted(prompt_versions)) or None,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "thresholds": {l: rt.classifier.thresholds.get(l) for l in label_set},
     }

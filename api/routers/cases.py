@@ -16,7 +16,7 @@ from api.errors import LLMNotConfigured, problem_of
 from api.metrics import DECISIONS
 from api.service import fast_suggestion, stream_full, suggest_case
 from copilot.errors import BatchTooLarge
-from copilot.schema import Case, Decision, DecisionCreate, MediaReport, Suggestion, SuggestMode
+from copilot.schema import Case, Decision, DecisionCreate, LLMBudget, MediaReport, Suggestion, SuggestMode
 from copilot.store import audit
 from copilot.store import cases as repo
 from copilot.validate import validate_case
@@ -80,6 +80,14 @@ class AdHocRequest(BaseModel):
     case: Case
     mode: SuggestMode = SuggestMode.fast
     store: bool = Field(False, description="Also ingest the case and store the suggestion.")
+    budget: LLMBudget | None = Field(None, description="What the LLM chain may spend on this request (full and auto modes).")
+
+
+def llm_budget(timeout_s: Annotated[float | None, Query(gt=0, le=600, description="Seconds the LLM chain may spend (capped by COPILOT_LLM_TIMEOUT_S).")] = None,
+               max_tokens: Annotated[int | None, Query(ge=16, le=8192, description="Completion tokens the LLM chain may write, repair included (per call capped by COPILOT_LLM_MAX_TOKENS).")] = None,
+               ) -> LLMBudget | None:
+    """The request's LLM budget from query parameters (the endpoints whose body is not ours to extend)."""
+    return None if timeout_s is None and max_tokens is None else LLMBudget(timeout_s=timeout_s, max_tokens=max_tokens)
 
 
 def _summary(row: Any) -> CaseSummary:
@@ -161,13 +169,13 @@ def get_case(case_id: CaseId, rt: RuntimeDep, caller: Caller = require(*READ_CAS
 
 @router.post("/cases/{case_id}/suggest", response_model=StoredSuggestion, summary="Compute and store a new suggestion (mode fast|full|auto)")
 async def suggest_stored(case_id: CaseId, request: Request, rt: RuntimeDep, caller: Caller = require(*MODERATE),
-                         mode: SuggestMode = SuggestMode.fast) -> StoredSuggestion:
+                         mode: SuggestMode = SuggestMode.fast, budget: LLMBudget | None = Depends(llm_budget)) -> StoredSuggestion:
     def load() -> Case:
         with rt.database.session() as s:
             return repo.to_case(repo.reviewable(s, case_id))
 
     case = await asyncio.to_thread(load)
-    sug = await suggest_case(request, case, mode.value)
+    sug = await suggest_case(request, case, mode.value, budget)
     sid = await asyncio.to_thread(_store_suggestion, rt, case_id, sug, caller.name)
     return StoredSuggestion(id=sid, created_at=datetime.now(), suggestion=sug)
 
@@ -178,9 +186,11 @@ class StreamStart:
     case: Case
     fast: Suggestion
     caller: Caller
+    budget: LLMBudget | None = None
 
 
-async def _start_stream(case_id: CaseId, request: Request, rt: RuntimeDep, caller: Caller = require(*MODERATE)) -> StreamStart:
+async def _start_stream(case_id: CaseId, request: Request, rt: RuntimeDep, caller: Caller = require(*MODERATE),
+                        budget: LLMBudget | None = Depends(llm_budget)) -> StreamStart:
     """Everything that can fail before the stream starts, so it fails with a status code (problem details)."""
     if rt.settings.llm_backend == "none":
         raise LLMNotConfigured("streaming runs the LLM chain and no LLM backend is configured (COPILOT_LLM_BACKEND=none); "
@@ -193,7 +203,7 @@ async def _start_stream(case_id: CaseId, request: Request, rt: RuntimeDep, calle
     case = await asyncio.to_thread(load)
     fast = await fast_suggestion(request, case)
     await asyncio.to_thread(lambda: rt.llm)  # a configured model that does not load is a 503 here, not a fallback
-    return StreamStart(case_id, case, fast, caller)
+    return StreamStart(case_id, case, fast, caller, budget)
 
 
 STREAM_DOC = """Server-sent events (text/event-stream) while the LLM chain writes the suggestion:
@@ -212,7 +222,7 @@ responses: 409 `llm_not_configured` (COPILOT_LLM_BACKEND=none), 503 `component_m
              description=STREAM_DOC, responses={409: {"description": "No LLM configured"}, 503: {"description": "The configured LLM is not available"}})
 async def suggest_stream(start: Annotated[StreamStart, Depends(_start_stream)], request: Request, rt: RuntimeDep) -> AsyncIterator[ServerSentEvent]:
     try:
-        async for kind, value in stream_full(request, start.case, start.fast):
+        async for kind, value in stream_full(request, start.case, start.fast, start.budget):
             if kind == "rationale":
                 yield ServerSentEvent(event="rationale", data={"text": value})
             elif kind == "suggestion":
@@ -226,7 +236,7 @@ async def suggest_stream(start: Annotated[StreamStart, Depends(_start_stream)], 
 
 @router.post("/suggest", response_model=Suggestion, summary="Ad hoc suggestion; nothing stored unless store=true")
 async def suggest_adhoc(body: AdHocRequest, request: Request, rt: RuntimeDep, caller: Caller = require(*MODERATE, "policy")) -> Suggestion:
-    sug = await suggest_case(request, body.case, body.mode.value)
+    sug = await suggest_case(request, body.case, body.mode.value, body.budget)
     if body.store:
         def write() -> None:
             with rt.database.session() as s:

@@ -37,6 +37,8 @@ class AskRequest(BaseModel):
 @router.get("/clauses", response_model=ClauseList, summary="All active clauses of the current corpus version")
 def list_clauses(rt: RuntimeDep, area: str | None = None, label: str | None = None) -> ClauseList:
     corpus = rt.corpus
+    if area is not None:
+        corpus.taxonomy.check_area(area)
     if label:
         corpus.taxonomy.check(label)
     clauses = [c for c in corpus.active if (area is None or c.area == area) and (label is None or label in c.labels)]

@@ -41,8 +41,9 @@ LLM sets abstain or recommends ``escalate``, or the case is not in English (as o
 passed are still reported.
 Citations: one prohibition per suggested label (a sub-label lends its clause to its base label, and keeps that base
 label even where an exception removed it), the exceptions behind an escalation, plus the allowances that explain a
-"no": one that removed a flagged label of its area, or, when no label is suggested at all, any the LLM cited. Any
-other cited clause is listed in the notes, not cited.
+"no": one that removed a flagged label of its area or settled one scored within the margin under its threshold, or,
+when no label is suggested at all, any the LLM cited (also on an escalation: the human deciding sees the exception
+the model found). Any other cited clause is listed in the notes, not cited.
 Action when not abstaining: no label -> ``no_action``; otherwise the LLM's action if it is the default action of one
 of the kept prohibitions, else the strictest of those clauses' default actions.
 
@@ -75,7 +76,7 @@ from copilot.llm.checks import ECHO_ERROR, Checked, EchoLines, LLMSuggestion, ch
 from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
 from copilot.llm.render import suggest_messages, suggest_system_text, suggestion_schema, unsupported_labels, with_repair
 from copilot.runtime import Runtime
-from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, Clause, Suggestion
+from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, Clause, LLMBudget, Suggestion
 from copilot.suggest import language_reason
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,10 @@ def _echo_lines(version: str) -> EchoLines:  # keyed by the prompt's content has
 
 
 def case_hash(case: Case) -> str:
-    # language is part of it: the same words declared in another language are escalated, not suggested
-    payload = case.model_dump_json(include={"content_type", "title", "caption", "transcript", "on_screen_text", "comments", "language"})
+    # language is part of it: the same words declared in another language are escalated, not suggested; so are the
+    # media timings: an evidence span's start_s/end_s come from them, and a cached answer must not carry stale times
+    payload = case.model_dump_json(include={"content_type", "title", "caption", "transcript", "on_screen_text", "comments", "language",
+                                            "transcript_timing", "on_screen_timing"})
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -320,12 +323,14 @@ def ensemble(rt: Runtime, fast: Suggestion, out: LLMSuggestion, cited: list[Clau
     elif out.action == Action.escalate.value:
         abstain.append("the LLM recommends escalation")
     label_areas = {taxonomy.labels[lab].area for lab in labels}
-    dropped_areas = {taxonomy.labels[lab].area for lab in dropped}
-    # An exception is cited when it decided something: it removed a label the classifier flagged, or it is why a case
-    # with no label is allowed. One the LLM names beside real violations of other areas decides nothing and would only
-    # dilute the citations a moderator checks. Replayed on tuning half B's recorded answers it removes 4 citations: 3
-    # exceptions named on violating cases, and 1 right exception on a clean case still flagged in another area.
-    explaining = [a for area, a in allowances.items() if area not in label_areas and (not labels or area in dropped_areas)]
+    # An exception is cited when it decided something: it removed a label the classifier flagged, it settled a label
+    # scored just under its threshold (what sent the case to the full path), or it is why a case with no label is
+    # allowed. One the LLM names beside real violations of other areas decides nothing and would only dilute the
+    # citations a moderator checks. Replayed on tuning half B's recorded answers it removes 4 citations: 3 exceptions
+    # named on violating cases, and 1 right exception on a clean case still flagged in another area.
+    near = [sc.label for sc in fast.scores if sc.supported and sc.threshold is not None and not sc.flagged and sc.score >= sc.threshold - margin]
+    decided_areas = {taxonomy.labels[lab].area for lab in [*dropped, *near]}
+    explaining = [a for area, a in allowances.items() if area not in label_areas and (not labels or area in decided_areas)]
     kept: list[Clause] = []
     for clause in [*(cites[lab] for lab in labels), *contested, *explaining]:
         if clause not in kept:
@@ -409,11 +414,15 @@ class _ReasoningStream:
             self.sink("".join(out))
 
 
-def _call(llm: ChatBackend, messages: list[Any], schema: dict[str, Any], rt: Runtime, deadline: float, on_text: OnText | None, purpose: str) -> StructuredResult:
-    return llm.structured(messages, schema, max_tokens=rt.settings.llm_max_tokens, deadline=deadline, on_text=on_text, purpose=purpose)
+def _call(llm: ChatBackend, messages: list[Any], schema: dict[str, Any], max_tokens: int, deadline: float, on_text: OnText | None, purpose: str) -> StructuredResult:
+    return llm.structured(messages, schema, max_tokens=max_tokens, deadline=deadline, on_text=on_text, purpose=purpose)
 
 
-def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = None) -> Suggestion:
+# A call allowed fewer completion tokens cannot finish the compact JSON answer: the repair is skipped instead.
+MIN_CALL_TOKENS = 16
+
+
+def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = None, budget: LLMBudget | None = None) -> Suggestion:
     t0 = time.perf_counter()
     prompt_version = load_prompt(SUGGEST_PROMPT).version
     try:
@@ -434,12 +443,19 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
         llm.warm_prefix(suggest_system_text(corpus, unsupported_labels(fast.scores)))
     except Exception as exc:
         return _fallback(rt, fast, f"LLM call failed: {getattr(exc, 'detail', None) or f'{type(exc).__name__}: {exc}'}", t0, prompt_version)
-    deadline = time.monotonic() + rt.settings.llm_timeout_s
+    timeout_s = min(rt.settings.llm_timeout_s, budget.timeout_s or rt.settings.llm_timeout_s) if budget else rt.settings.llm_timeout_s
+    deadline = time.monotonic() + timeout_s
+    token_budget = budget.max_tokens if budget is not None else None
     messages, offered = render_prompt(rt, case, fast)
     by_id = {c.id: c for c in offered.clauses}
     schema = suggestion_schema(corpus.taxonomy, list(by_id), case)
     tokens = [0, 0]
     repair_reasons: list[str] = []
+
+    def call_tokens() -> int:  # per call the service's cap; a request's budget covers first answer and repair together
+        if token_budget is None:
+            return rt.settings.llm_max_tokens
+        return min(rt.settings.llm_max_tokens, token_budget - tokens[1])
 
     echo_lines = suggest_echo_lines()
 
@@ -450,7 +466,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
 
     stream = _ReasoningStream(on_text) if on_text is not None else None
     try:
-        first = _call(llm, messages, schema, rt, deadline, stream.feed if stream else None, "suggest")
+        first = _call(llm, messages, schema, call_tokens(), deadline, stream.feed if stream else None, "suggest")
         checked = account(first)
         if checked.errors:
             log.info("LLM answer failed checks (%s); one repair", "; ".join(checked.errors))
@@ -460,7 +476,13 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
             ticks = (lambda _piece: on_text("")) if on_text is not None else None
             first_checked = checked
             repair_reasons = list(checked.errors)
-            checked = account(_call(llm, with_repair(messages, SUGGEST_PROMPT, checked.errors), schema, rt, deadline, ticks, "suggest-repair"))
+            if call_tokens() >= MIN_CALL_TOKENS:
+                checked = account(_call(llm, with_repair(messages, SUGGEST_PROMPT, checked.errors), schema, call_tokens(), deadline, ticks, "suggest-repair"))
+            elif checked.errors != [ECHO_ERROR]:  # an echo-only answer is still kept below, without its words
+                sug = _fallback(rt, fast, f"LLM answer invalid and the request's token budget ({token_budget}) is spent, so no repair: "
+                                + "; ".join(checked.errors[:4]), t0, prompt_version, (tokens[0], tokens[1]))
+                sug.repair_reasons = repair_reasons
+                return sug
             # An answer whose only fault is repeating the prompt passed every check that matters: keep its labels and
             # citations (the repair's if it is that, else the first answer's), not its words.
             for candidate in (checked, first_checked):
@@ -475,10 +497,14 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     except CopilotError as exc:  # spent tokens of a call cut short still count
         tokens[0] += int(exc.extra.get("prompt_tokens", 0))
         tokens[1] += int(exc.extra.get("completion_tokens", 0))
-        return _fallback(rt, fast, f"LLM call failed: {exc.detail}", t0, prompt_version, (tokens[0], tokens[1]))
+        sug = _fallback(rt, fast, f"LLM call failed: {exc.detail}", t0, prompt_version, (tokens[0], tokens[1]))
+        sug.repair_reasons = repair_reasons  # a repair call that timed out still says why it was made
+        return sug
     except Exception as exc:  # a backend bug must not take the suggestion down: fall back and say why
         log.exception("LLM chain error")
-        return _fallback(rt, fast, f"LLM call failed: {type(exc).__name__}: {exc}", t0, prompt_version, (tokens[0], tokens[1]))
+        sug = _fallback(rt, fast, f"LLM call failed: {type(exc).__name__}: {exc}", t0, prompt_version, (tokens[0], tokens[1]))
+        sug.repair_reasons = repair_reasons
+        return sug
     out: LLMSuggestion = checked.out
     decision = ensemble(rt, fast, out, checked.clauses)
     if (reason := language_reason(case)) is not None:  # the LLM reads other languages, but the corpus and scores do not
@@ -504,12 +530,13 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     return sug
 
 
-def suggest_full(rt: Runtime, case: Case, fast: Suggestion) -> Suggestion:
+def suggest_full(rt: Runtime, case: Case, fast: Suggestion, budget: LLMBudget | None = None) -> Suggestion:
     """The full path for one case (the router in copilot/suggest.py calls it for mode=full and uncertain cases)."""
-    return _run(rt, case, fast)
+    return _run(rt, case, fast, budget=budget)
 
 
-def stream_suggestion(rt: Runtime, case: Case, fast: Suggestion | None = None, cancel: threading.Event | None = None) -> Iterator[tuple[str, Any]]:
+def stream_suggestion(rt: Runtime, case: Case, fast: Suggestion | None = None, cancel: threading.Event | None = None,
+                      budget: LLMBudget | None = None) -> Iterator[tuple[str, Any]]:
     """Events for server-sent events: ("rationale", text chunk)* then ("suggestion", Suggestion).
 
     The chain runs in a worker thread; chunks are yielded as the model writes them. ``fast`` defaults to
@@ -533,7 +560,7 @@ def stream_suggestion(rt: Runtime, case: Case, fast: Suggestion | None = None, c
 
     def work() -> None:
         try:
-            q.put(("suggestion", _run(rt, case, fast_sug, on_text=on_text)))
+            q.put(("suggestion", _run(rt, case, fast_sug, on_text=on_text, budget=budget)))
         except BaseException as exc:  # surfaced in the consumer's thread
             q.put(("error", exc))
 

@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 MAX_PREFIX_STATES = 4  # in memory
 MAX_PREFIX_FILES = 8  # on disk (each 4 to 40 MB); the oldest go first
 _SPACE_RULE = re.compile(r'^space ::= .*$', re.M)
+_LOOSE_CHAR = 'char ::= [^"\\\\]'
+_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F]'
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "user": "user", "assistant": "assistant"}
 
 
@@ -243,6 +245,13 @@ class LlamaCppChat(BaseChatModel):
                 self._grammars.clear()
             plain, substrings = _extract_substring_fields(schema)
             gbnf = _SPACE_RULE.sub('space ::= ""', json_schema_to_gbnf(json.dumps(plain)))
+            # llama-cpp-python's converter lets a string hold raw control characters, which JSON forbids: a raw
+            # newline in the reasoning made an answer unparseable and cost a repair call (1 of 120 half-A cases).
+            # llama.cpp's own converter excludes them; so do we.
+            if "char ::=" in gbnf:  # a schema without strings has no such rule
+                if _LOOSE_CHAR not in gbnf:
+                    raise LLMError("could not tighten the JSON string grammar (llama-cpp-python's converter changed?)")
+                gbnf = gbnf.replace(_LOOSE_CHAR, _STRICT_CHAR)
             for i, texts in enumerate(substrings):
                 marker = f'"\\"{_SUBSTR_MARK}{i}\\""'
                 if marker not in gbnf:

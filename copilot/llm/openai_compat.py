@@ -9,6 +9,7 @@ The rationale is not streamed token by token from this backend: it arrives with 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -28,7 +29,11 @@ class OpenAIBackend(ChatBackend):
         import httpx
         import openai
 
-        runnable = self.chat.with_structured_output(_strip_extensions(schema), method="function_calling", include_raw=True)
+        # The request's own budget, not the client's fixed settings: a repair call gets only the time the first call
+        # left, so first + repair end by the chain's deadline and the fast suggestion is returned instead of a 504.
+        # (Both keywords travel in the request payload; the openai client takes `timeout` per request.)
+        runnable = self.chat.with_structured_output(_strip_extensions(schema), method="function_calling", include_raw=True,
+                                                    timeout=max(0.05, deadline - time.monotonic()), max_tokens=max_tokens)
         try:
             out = runnable.invoke(messages)
         except (openai.APITimeoutError, httpx.TimeoutException) as exc:

@@ -85,6 +85,8 @@ def lint_corpus(root: Path) -> tuple[Corpus | None, list[str]]:
             for cid in CLAUSE_REF.findall(why):
                 if cid not in clauses:
                     errors.append(f"{clause.file}:{clause.line}: {clause.id}: a non-violating example's note names unknown clause {cid}")
+    if not clauses:  # said once, rather than as every label lacking a prohibition clause
+        errors.append(f"{root}: the corpus has no valid clause (a clause is a '## ID Title' section of an area's policy file)")
     covered = {label for c in clauses.values() if c.kind == "prohibition" for label in c.labels}
     for label in taxonomy.labels:
         if clauses and label not in covered:

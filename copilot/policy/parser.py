@@ -164,6 +164,8 @@ def _parse_clause(
             field_line.setdefault(req, lineno)
 
     labels = [x.strip() for x in fields["Labels"].split(",") if x.strip()]
+    if fields["Labels"] and not labels:  # e.g. "**Labels:** ," passes the non-empty check above but names no label
+        errors.append(f"{where}:{field_line['Labels']}: {clause_id}: Labels names no label (give a comma-separated list)")
     for label in labels:
         if label not in taxonomy.labels:
             errors.append(f"{where}:{field_line['Labels']}: {clause_id}: unknown label {label!r}")

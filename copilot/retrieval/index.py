@@ -160,11 +160,16 @@ class PolicyIndex:
             raise ValueError(f"unknown retrieval method {method!r} ({', '.join(METHODS)})")
         if method == "rerank" and self.reranker is None:
             raise ComponentMissing("reranker: none configured (train one with `copilot index train-reranker`, set COPILOT_RERANKER_DIR)")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        # Restricted to some areas, rank every chunk: the top 64 overall may hold none of an area's clauses, and a
+        # caller asking for an area's best clause (the fast path citing a flagged label) must get one, not nothing.
+        depth = len(self.chunks) if areas else 64
         rankings: list[dict[str, float]] = []
         if method in ("dense", "hybrid", "rerank"):
-            rankings.append(self.dense_ranking(query_vec if query_vec is not None else self.embedder.encode([query])[0]))
+            rankings.append(self.dense_ranking(query_vec if query_vec is not None else self.embedder.encode([query])[0], depth))
         if method in ("bm25", "hybrid", "rerank"):
-            rankings.append(self.bm25_ranking(query))
+            rankings.append(self.bm25_ranking(query, depth))
         fused = rankings[0] if len(rankings) == 1 else rrf(rankings, rrf_k, [1.0, BM25_WEIGHT])
         if method == "rerank" and self.reranker is not None:
             fused = self._rerank(query, fused, areas)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 
 import httpx
 import pytest
@@ -77,6 +78,11 @@ def test_bad_input_gets_precise_problems(server: Server) -> None:
         problem(c.get("/v1/cases/999999"), 404, "not_found")
         problem(c.get("/v1/policy/clauses/ZZZ-1.1"), 404, "not_found")
         problem(c.get("/v1/cases?cursor=garbage"), 422, "invalid_input")
+        # an LLM budget out of range is refused, in the body and in the query alike
+        body = problem(c.post("/v1/suggest", json={"case": {"caption": "ok"}, "mode": "full", "budget": {"max_tokens": 4}}), 422, "validation_error")
+        assert "max_tokens" in json.dumps(body)
+        problem(c.post("/v1/suggest", json={"case": {"caption": "ok"}, "budget": {"seconds": 3}}), 422, "validation_error")
+        problem(c.post("/v1/cases/1/suggest?timeout_s=0"), 422, "validation_error")
 
 
 def test_case_workflow_with_audit_trail(server: Server) -> None:
@@ -169,6 +175,21 @@ def test_policy_endpoints_return_corpus_version(server: Server) -> None:
         ans = c.post("/v1/policy/ask", json={"question": "Can I quote a slur when reporting that someone used it against me?"}).json()
         assert not ans["abstained"] and any(x["clause_id"].startswith("HAT-") for x in ans["citations"])
         problem(c.get("/metrics"), 403, "forbidden")
+
+
+def test_policy_filters_and_search_reject_bad_parameters(server: Server) -> None:
+    with server.client("policy") as c:
+        areas = list(server.runtime.corpus.taxonomy.areas)
+        body = problem(c.get("/v1/policy/clauses", params={"area": "privcy"}), 422, "unknown_area")
+        assert "'privcy'" in body["detail"] and "did you mean privacy" in body["detail"] and all(a in body["detail"] for a in areas)
+        problem(c.get("/v1/policy/clauses", params={"area": ""}), 422, "unknown_area")
+        privacy = c.get("/v1/policy/clauses", params={"area": "privacy"}).json()["clauses"]
+        assert privacy and {x["area"] for x in privacy} == {"privacy"}
+        problem(c.get("/v1/policy/clauses", params={"label": "hateful"}), 422, "unknown_label")
+        body = problem(c.get("/v1/policy/search", params={"q": "doxxing", "k": 0}), 422, "validation_error")
+        assert body["detail"].startswith("query.k:")
+        problem(c.get("/v1/policy/search", params={"q": "doxxing", "k": 51}), 422, "validation_error")
+        problem(c.get("/v1/policy/search", params={"q": "   "}), 422, "empty_text")
 
 
 def test_metrics_exposes_counters(server: Server) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from copilot.config import Settings
+from copilot.schema import AskAnswer
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +70,22 @@ def test_policy_ask_abstains_off_topic(settings: Settings) -> None:
     r = copilot("policy", "ask", "what is the boiling point of water at sea level in kelvin", "--json", settings=settings)
     body = json.loads(r.stdout)
     assert body["abstained"] is True and body["citations"] == []
+    assert set(body) == set(AskAnswer.model_fields)  # every field of the model, not a hand-picked subset
+    assert body["mode"] == "extractive" and body["fallback_reason"] is None and body["corpus_version"]
+
+
+def test_policy_search_rejects_bad_method_and_k_in_one_line(settings: Settings) -> None:
+    bad_method = copilot("policy", "search", "doxxing", "--method", "foo", settings=settings)
+    assert bad_method.returncode == 2 and "Traceback" not in bad_method.stderr
+    assert "--method must be one of dense, bm25, hybrid, rerank, auto, not 'foo'" in bad_method.stderr
+    bad_k = copilot("policy", "search", "doxxing", "--k", "0", settings=settings)
+    assert bad_k.returncode == 2 and "--k must be at least 1, not 0" in bad_k.stderr and "Traceback" not in bad_k.stderr
+
+
+def test_suggest_rejects_an_llm_budget_out_of_range_in_one_line(settings: Settings) -> None:
+    r = copilot("suggest", "hello", "--mode", "full", "--max-tokens", "4", "--timeout-s", "0", settings=settings)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "--timeout-s: Input should be greater than 0" in r.stderr and "--max-tokens: Input should be greater than or equal to 16" in r.stderr
 
 
 def test_export_split_writes_the_dev_split_as_an_eval_dataset(settings: Settings, runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -23,7 +23,7 @@ from copilot.ask import ask
 from copilot.config import Settings
 from copilot.llm.chain import offered_clauses, stream_rationale, stream_suggestion, suggestion_cache
 from copilot.llm.models import SMOLLM
-from copilot.llm.prompts import SUGGEST_PROMPT
+from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
 from copilot.runtime import Runtime
 from copilot.schema import Case, Suggestion
 from copilot.suggest import suggest, suggest_fast
@@ -259,6 +259,53 @@ def test_endpoint_error_and_timeout_fall_back(openai_rt: Runtime, fake: FakeOpen
     assert sug.path == "fast" and "in time" in (sug.fallback_reason or "") and time.monotonic() - t0 < 3.0
 
 
+def test_repair_gets_only_the_time_the_first_call_left(openai_rt: Runtime, fake: FakeOpenAI) -> None:
+    # Each call used to wait the whole COPILOT_LLM_TIMEOUT_S: first + repair could run twice as long as the budget.
+    openai_rt.settings.llm_timeout_s = 2.0
+    openai_rt._values.pop("llm", None)
+    fake.push({"delay": 1.2, **INVALID}, {"delay": 4.0, **INVALID})
+    t0 = time.monotonic()
+    sug = suggest(openai_rt, Case.from_text(HATE + " (slow repair)"), mode="full")
+    assert time.monotonic() - t0 < 2.9  # the 2 s budget, not 1.2 s + another 2 s
+    assert sug.path == "fast" and "in time" in (sug.fallback_reason or "")
+    assert any("XYZ-9.9" in r for r in sug.repair_reasons)  # the repair that timed out still says why it was made
+
+
+def test_a_request_budget_caps_tokens_and_time(openai_rt: Runtime, fake: FakeOpenAI) -> None:
+    from copilot.schema import LLMBudget
+
+    fake.push(valid_answer(openai_rt))
+    sug = suggest(openai_rt, Case.from_text(HATE + " (budget)"), mode="full", budget=LLMBudget(max_tokens=64))
+    assert sug.path == "full" and sug.fallback_reason is None
+    body = fake.requests[-1]
+    assert body.get("max_completion_tokens", body.get("max_tokens")) == min(64, openai_rt.settings.llm_max_tokens)
+    # the fake's answers cost 20 completion tokens: a 30-token budget leaves no room for a repair
+    fake.reset()
+    fake.push(INVALID, valid_answer(openai_rt))
+    sug = suggest(openai_rt, Case.from_text(HATE + " (small budget)"), mode="full", budget=LLMBudget(max_tokens=30))
+    assert len(fake.requests) == 1 and sug.path == "fast"
+    assert "token budget (30) is spent" in (sug.fallback_reason or "") and any("XYZ-9.9" in r for r in sug.repair_reasons)
+    # a budget larger than the service's own limit is capped by it, and a short timeout falls back in time
+    fake.reset()
+    fake.push({"delay": 2.0, **INVALID})
+    t0 = time.monotonic()
+    sug = suggest(openai_rt, Case.from_text(HATE + " (short budget)"), mode="full", budget=LLMBudget(timeout_s=0.5, max_tokens=1000))
+    assert time.monotonic() - t0 < 1.8 and sug.path == "fast" and "in time" in (sug.fallback_reason or "")
+    assert fake.requests[-1].get("max_completion_tokens", fake.requests[-1].get("max_tokens")) == openai_rt.settings.llm_max_tokens
+
+
+def test_an_eval_run_records_the_prompt_version_it_used(openai_rt: Runtime, fake: FakeOpenAI, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from copilot.schema import DatasetRow
+    from eval.runner import run
+
+    rows = [DatasetRow(id=f"r{i}", text=HATE + f" (eval {i})", labels=["hate"], source="test", source_labels={"gold_clauses": ["HAT-1.1"]})
+            for i in range(2)]
+    fake.push(valid_answer(openai_rt), valid_answer(openai_rt))
+    full = run(openai_rt, rows, tmp_path / "full", mode="full", allow_overlap=True)
+    assert full["run"]["prompt_version"] == load_prompt(SUGGEST_PROMPT).version
+    assert run(openai_rt, rows, tmp_path / "fast", mode="fast", allow_overlap=True)["run"]["prompt_version"] is None
+
+
 def test_rationale_streams_then_returns_the_suggestion(openai_rt: Runtime, fake: FakeOpenAI) -> None:
     fake.push(valid_answer(openai_rt))
     gen = stream_rationale(openai_rt, Case.from_text(HATE + " (stream)"))
@@ -301,6 +348,33 @@ def test_ask_llm_path_validates_citations(openai_rt: Runtime, fake: FakeOpenAI) 
     # endpoint down: extractive
     fake.push({"status": 500})
     assert ask(openai_rt, q).mode == "extractive"
+
+
+def test_ask_fallback_says_why_and_abstention_uses_the_fixed_text(openai_rt: Runtime, fake: FakeOpenAI, runtime: Runtime) -> None:
+    from copilot.ask import NOT_COVERED
+
+    q = "Can someone post a politician's office address?"
+    # the model says the clauses do not cover it: its own (unchecked) words are not returned
+    fake.push({"answer": "Nothing covers this, but honestly it is fine to post it.", "clause_ids": [], "covered": False})
+    ans = ask(openai_rt, q)
+    assert ans.abstained and ans.mode == "llm" and ans.answer == NOT_COVERED and ans.fallback_reason is None
+    # endpoint down: the extractive answer names the failure instead of claiming there is no LLM
+    fake.push({"status": 500})
+    ans = ask(openai_rt, q)
+    assert ans.mode == "extractive" and ans.citations and not ans.abstained
+    assert ans.fallback_reason is not None and ans.fallback_reason.startswith("LLM call failed: ") and "500" in ans.fallback_reason
+    assert "no LLM" not in ans.answer and "see fallback_reason" in ans.answer
+    # still invalid after the repair: the reason lists the failed checks
+    bad = {"answer": "See XYZ-9.9.", "clause_ids": ["XYZ-9.9"], "covered": True}
+    fake.push(bad, bad)
+    ans = ask(openai_rt, q)
+    assert ans.mode == "extractive" and len(fake.requests) == 4
+    assert ans.fallback_reason is not None and ans.fallback_reason.startswith("LLM answer invalid after one repair: ")
+    assert "XYZ-9.9" in ans.fallback_reason and "XYZ-9.9" not in ans.answer
+    # no LLM configured: extractive by design, not a fallback
+    assert runtime.settings.llm_backend == "none"
+    plain = ask(runtime, q)
+    assert plain.mode == "extractive" and plain.fallback_reason is None and "(extractive answer, no LLM)" in plain.answer
 
 
 def test_full_path_escalates_a_non_english_case_and_the_cache_tells_languages_apart(openai_rt: Runtime, fake: FakeOpenAI) -> None:
@@ -441,6 +515,27 @@ def test_smollm_lazy_grammar_decodes_what_full_grammar_sampling_does(smol_rt: Ru
         data = json.loads(prefilled) if prefilled.rstrip().endswith("}") else None
         if data is not None:
             assert list(data) == ["reasoning", "labels", "clause_ids", "evidence", "action", "abstain"]
+
+
+def test_smollm_grammar_keeps_raw_control_characters_out_of_strings(smol_rt: Runtime) -> None:
+    """JSON forbids a raw newline inside a string; the grammar must refuse it there (an escaped one is fine)."""
+    from copilot.llm.llamacpp import _GrammarGate
+    from copilot.llm.render import suggestion_schema
+
+    chat = smol_rt.llm.chat
+    llama = chat._llama
+    case = Case.from_text(HATE)
+    gate = _GrammarGate(llama, chat._grammar(suggestion_schema(smol_rt.corpus.taxonomy, ["HAT-1.1"], case)))
+
+    def token(text: str) -> int:
+        [tok] = llama.tokenize(text.encode(), add_bos=False, special=False)
+        return tok
+
+    for tok in llama.tokenize(b'{"reasoning":"Calls', add_bos=False, special=False):
+        assert gate.allows(tok)
+        gate.accept_forced(tok)
+    assert not gate.allows(token("\n")) and not gate.allows(token("\t"))
+    assert gate.allows(token(" a")) and gate.allows(token("\\"))
 
 
 def test_smollm_speculative_decoding_takes_fewer_passes_than_tokens(smol_rt: Runtime) -> None:

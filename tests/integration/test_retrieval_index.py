@@ -70,6 +70,18 @@ def test_search_finds_the_governing_clause(runtime, method: str) -> None:  # typ
     assert all(h.area == "illicit" for h in areas)
 
 
+def test_an_area_far_from_the_query_still_gets_its_best_clauses(runtime) -> None:  # type: ignore[no-untyped-def]
+    # A gaming clip's text is nowhere near the spam or privacy clauses, but the fast path asks for a flagged label's
+    # best clause within its area: restricting to an area must rank that area's clauses, not filter an overall top list.
+    query = "gg that last round was insane, clutch with the sniper"
+    overall = {h.area for h in runtime.index.search(query, k=64)}
+    for area in sorted({c.area for c in runtime.corpus.active}):
+        hits = runtime.index.search(query, k=3, areas={area})
+        assert len(hits) == 3 and {h.area for h in hits} == {area}, (area, overall)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        runtime.index.search(query, k=0)
+
+
 def test_rerank_is_refused_without_a_trained_reranker(runtime) -> None:  # type: ignore[no-untyped-def]
     from copilot.errors import ComponentMissing
 

@@ -226,4 +226,10 @@ def test_an_allowance_is_cited_only_where_it_decides(rt: Runtime) -> None:
     fast = _fast(LabelScore(label="hate", score=0.9, threshold=0.4, flagged=True),
                  LabelScore(label="self-harm", score=0.45, threshold=0.4, flagged=True))
     d = _ens(rt, fast, ["hate"], ["HAT-1.1", "SH-9.3"])
-    assert d.labels == ["hate"] and [c.id for c in d.cited] == ["HAT-1.1", "SH-9.3"]
+    assert d.labels == ["hate"] and [c.id for c in d.cited] == ["HAT-1.1", "SH-9.3"] and not d.abstain_reasons
+    assert any("self-harm not suggested: exception SH-9.3" in n for n in d.notes)
+    # so is one that settled a label scored just under its threshold (the uncertainty that called the LLM)
+    fast = _fast(LabelScore(label="harassment", score=0.9, threshold=0.4, flagged=True),
+                 LabelScore(label="hate", score=0.4 - rt.settings.fast_path_margin / 2, threshold=0.4))
+    d = _ens(rt, fast, ["harassment"], ["HAR-2.1", "HAT-9.1"])
+    assert d.labels == ["harassment"] and [c.id for c in d.cited] == ["HAR-2.1", "HAT-9.1"] and not d.abstain_reasons

@@ -132,3 +132,28 @@ def test_note_naming_an_unknown_clause_is_a_lint_error(corpus_dir: Path, tmp_pat
     corpus, errors = lint_corpus(root)
     assert corpus is None
     assert any("misinformation.md:" in e and "names unknown clause MIS-9.8" in e for e in errors), errors
+
+
+def test_labels_field_naming_no_label_is_a_lint_error(corpus_dir: Path, tmp_path: Path) -> None:
+    root = _copy(corpus_dir, tmp_path)
+    spam = root / "spam.md"
+    lines = spam.read_text().splitlines()
+    labels_no = next(i for i, l in enumerate(lines, 1) if l.startswith("**Labels:**"))
+    lines[labels_no - 1] = "**Labels:** ,"  # not empty text, but an empty list once split
+    spam.write_text("\n".join(lines) + "\n")
+    corpus, errors = lint_corpus(root)
+    assert corpus is None
+    assert any(f"spam.md:{labels_no}:" in e and "Labels names no label" in e for e in errors), errors
+
+
+def test_corpus_without_clauses_fails_lint(corpus_dir: Path, tmp_path: Path) -> None:
+    root = _copy(corpus_dir, tmp_path)
+    for area in load_corpus(corpus_dir).taxonomy.areas.values():  # keep each file's front matter and intro, drop every clause
+        path = root / area.file
+        text = path.read_text()
+        path.write_text(text[: text.index("\n## ") + 1])
+    corpus, errors = lint_corpus(root)
+    assert corpus is None
+    assert errors == [f"{root}: the corpus has no valid clause (a clause is a '## ID Title' section of an area's policy file)"]
+    result = CliRunner().invoke(app, ["policy", "lint", "--corpus", str(root)])
+    assert result.exit_code == 1 and "no valid clause" in result.output
