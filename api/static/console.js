@@ -906,6 +906,9 @@
       $("a-abstained").hidden = !out.abstained;
       $("a-out").dataset.abstained = String(out.abstained);
       $("a-answer").textContent = out.answer;
+      // a configured LLM that failed: the quoted clauses stand in, and the reviewer should know why
+      $("a-fallback").hidden = !out.fallback_reason;
+      $("a-fallback").textContent = out.fallback_reason ? `The LLM did not answer (${out.fallback_reason}); these are the best clauses, quoted.` : "";
       $("a-citations").replaceChildren(...(out.citations.length ? out.citations.map((ci) => citationItem(ci, "policy-clause")) : [h("li", { class: "muted" }, "No citations.")]));
     });
   });
