@@ -132,7 +132,7 @@ def policy_ask(question: str, as_json: Annotated[bool, typer.Option("--json")] =
     else:
         out.print(ans.answer, highlight=False)
         if ans.fallback_reason:
-            err.print(f"fallback reason: {ans.fallback_reason}", highlight=False, markup=False)
+            print(f"fallback reason: {ans.fallback_reason}", file=sys.stderr)  # one unwrapped line, as fail() writes
 
 
 # ---- index --------------------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ class AdHocRequest(BaseModel):
 
 
 def llm_budget(timeout_s: Annotated[float | None, Query(gt=0, le=600, description="Seconds the LLM chain may spend (capped by COPILOT_LLM_TIMEOUT_S).")] = None,
-               max_tokens: Annotated[int | None, Query(ge=16, le=8192, description="Completion tokens the LLM chain may write, repair included (per call capped by COPILOT_LLM_MAX_TOKENS).")] = None,
+               max_tokens: Annotated[int | None, Query(ge=64, le=8192, description="Completion tokens the LLM chain may write, repair included (per call capped by COPILOT_LLM_MAX_TOKENS).")] = None,
                ) -> LLMBudget | None:
     """The request's LLM budget from query parameters (the endpoints whose body is not ours to extend)."""
     return None if timeout_s is None and max_tokens is None else LLMBudget(timeout_s=timeout_s, max_tokens=max_tokens)

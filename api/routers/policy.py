@@ -39,7 +39,7 @@ def list_clauses(rt: RuntimeDep, area: str | None = None, label: str | None = No
     corpus = rt.corpus
     if area is not None:
         corpus.taxonomy.check_area(area)
-    if label:
+    if label is not None:  # "" is a typo too, not "no filter"
         corpus.taxonomy.check(label)
     clauses = [c for c in corpus.active if (area is None or c.area == area) and (label is None or label in c.labels)]
     return ClauseList(corpus_version=corpus.version, clauses=clauses)

@@ -326,9 +326,11 @@ def ensemble(rt: Runtime, fast: Suggestion, out: LLMSuggestion, cited: list[Clau
     # An exception is cited when it decided something: it removed a label the classifier flagged, it settled a label
     # scored just under its threshold (what sent the case to the full path), or it is why a case with no label is
     # allowed. One the LLM names beside real violations of other areas decides nothing and would only dilute the
-    # citations a moderator checks. Replayed on tuning half B's recorded answers it removes 4 citations: 3 exceptions
-    # named on violating cases, and 1 right exception on a clean case still flagged in another area.
-    near = [sc.label for sc in fast.scores if sc.supported and sc.threshold is not None and not sc.flagged and sc.score >= sc.threshold - margin]
+    # citations a moderator checks. Replayed on tuning half B's recorded answers it removes 2 citations: an exception
+    # named on a violating case, and a right one on a clean case still flagged in another area (without the near-
+    # threshold part it removed 4, 3 of them wrong, but hid exceptions for labels the moderator sees scored close).
+    near = [sc.label for sc in fast.scores if sc.supported and sc.threshold is not None and not sc.flagged
+            and sc.score >= max(sc.threshold - margin, LLM_SUPPORT_FLOOR)]  # as candidate_areas: near and not ~0
     decided_areas = {taxonomy.labels[lab].area for lab in [*dropped, *near]}
     explaining = [a for area, a in allowances.items() if area not in label_areas and (not labels or area in decided_areas)]
     kept: list[Clause] = []
@@ -418,8 +420,9 @@ def _call(llm: ChatBackend, messages: list[Any], schema: dict[str, Any], max_tok
     return llm.structured(messages, schema, max_tokens=max_tokens, deadline=deadline, on_text=on_text, purpose=purpose)
 
 
-# A call allowed fewer completion tokens cannot finish the compact JSON answer: the repair is skipped instead.
-MIN_CALL_TOKENS = 16
+# A call allowed fewer completion tokens cannot finish the compact JSON answer (~75 tokens with suggest_v2): the repair
+# is skipped instead. LLMBudget refuses smaller budgets for the same reason.
+MIN_CALL_TOKENS = 64
 
 
 def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = None, budget: LLMBudget | None = None) -> Suggestion:
@@ -450,24 +453,27 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     by_id = {c.id: c for c in offered.clauses}
     schema = suggestion_schema(corpus.taxonomy, list(by_id), case)
     tokens = [0, 0]
+    spent = [0]  # completion tokens charged to the request's budget
     repair_reasons: list[str] = []
 
     def call_tokens() -> int:  # per call the service's cap; a request's budget covers first answer and repair together
         if token_budget is None:
             return rt.settings.llm_max_tokens
-        return min(rt.settings.llm_max_tokens, token_budget - tokens[1])
+        return min(rt.settings.llm_max_tokens, token_budget - spent[0])
 
     echo_lines = suggest_echo_lines()
 
-    def account(res: StructuredResult) -> Checked:
+    def account(res: StructuredResult, cap: int) -> Checked:
         tokens[0] += res.prompt_tokens
         tokens[1] += res.completion_tokens
+        # a server that reports no usage is charged the call's whole cap: the budget must not be spent twice
+        spent[0] += res.completion_tokens or (cap if res.raw else 0)
         return check_suggestion(res.data, res.error, by_id, corpus, case, echo_lines)
 
     stream = _ReasoningStream(on_text) if on_text is not None else None
     try:
-        first = _call(llm, messages, schema, call_tokens(), deadline, stream.feed if stream else None, "suggest")
-        checked = account(first)
+        cap = call_tokens()
+        checked = account(_call(llm, messages, schema, cap, deadline, stream.feed if stream else None, "suggest"), cap)
         if checked.errors:
             log.info("LLM answer failed checks (%s); one repair", "; ".join(checked.errors))
             if on_text is not None:
@@ -476,8 +482,8 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
             ticks = (lambda _piece: on_text("")) if on_text is not None else None
             first_checked = checked
             repair_reasons = list(checked.errors)
-            if call_tokens() >= MIN_CALL_TOKENS:
-                checked = account(_call(llm, with_repair(messages, SUGGEST_PROMPT, checked.errors), schema, call_tokens(), deadline, ticks, "suggest-repair"))
+            if (cap := call_tokens()) >= MIN_CALL_TOKENS:
+                checked = account(_call(llm, with_repair(messages, SUGGEST_PROMPT, checked.errors), schema, cap, deadline, ticks, "suggest-repair"), cap)
             elif checked.errors != [ECHO_ERROR]:  # an echo-only answer is still kept below, without its words
                 sug = _fallback(rt, fast, f"LLM answer invalid and the request's token budget ({token_budget}) is spent, so no repair: "
                                 + "; ".join(checked.errors[:4]), t0, prompt_version, (tokens[0], tokens[1]))

@@ -176,6 +176,7 @@ def test_moderator_works_a_case_end_to_end(page: Page, server: Server, tmp_path:
     page.get_by_test_id("ask-submit").click()
     expect(page.get_by_test_id("ask-answer")).not_to_be_empty()
     expect(page.get_by_test_id("ask-result")).to_have_attribute("data-abstained", re.compile("true|false"))
+    expect(page.get_by_test_id("ask-fallback")).to_have_count(1)
     expect(page.get_by_test_id("ask-fallback")).to_be_hidden()  # no LLM configured here: nothing failed
     page.screenshot(path=str(tmp_path / "console-policy.png"), full_page=True)
 

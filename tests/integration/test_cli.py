@@ -85,7 +85,7 @@ def test_policy_search_rejects_bad_method_and_k_in_one_line(settings: Settings) 
 def test_suggest_rejects_an_llm_budget_out_of_range_in_one_line(settings: Settings) -> None:
     r = copilot("suggest", "hello", "--mode", "full", "--max-tokens", "4", "--timeout-s", "0", settings=settings)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert "--timeout-s: Input should be greater than 0" in r.stderr and "--max-tokens: Input should be greater than or equal to 16" in r.stderr
+    assert "--timeout-s: Input should be greater than 0" in r.stderr and "--max-tokens: Input should be greater than or equal to 64" in r.stderr
 
 
 def test_export_split_writes_the_dev_split_as_an_eval_dataset(settings: Settings, runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -80,6 +80,16 @@ def test_reasoning_stream_decodes_escapes_across_chunks() -> None:
     assert "".join(out) == 'Says "vermin" ét\n'
 
 
+def test_case_hash_keys_on_media_timings() -> None:
+    # an evidence span's start_s/end_s come from the timings: the same words timed differently are another case
+    from copilot.llm.chain import case_hash
+    from copilot.schema import Case, TimedLine
+
+    a = Case(transcript="you people are vermin", transcript_timing=[TimedLine(start_s=1.0, end_s=2.5, text="you people are vermin")])
+    b = a.model_copy(update={"transcript_timing": [TimedLine(start_s=40.0, end_s=41.5, text="you people are vermin")]})
+    assert case_hash(a) != case_hash(b) and case_hash(a) == case_hash(a.model_copy(deep=True))
+
+
 def test_cache_is_lru_and_returns_copies() -> None:
     cache = SuggestionCache(size=2)
     sug = Suggestion(labels=[], scores=[], citations=[], rationale="r", action=Action.no_action, abstained=False, corpus_version="v")
