@@ -77,8 +77,8 @@ class Settings(BaseSettings):
     llm_model: str = "qwen2.5-coder-1.5b-instruct"
     llm_max_tokens: int = 256
     llm_timeout_s: float = 30.0
-    llm_threads: int = Field(default_factory=lambda: 1 if (os.cpu_count() or 1) <= 2 else 2,
-                             description="llama.cpp threads; never more than the cores free for it (its threads busy-wait)")
+    llm_threads: int = Field(default_factory=lambda: min(2, os.cpu_count() or 1),
+                             description="llama.cpp threads (2 by default, also on a 2-core machine: benchmarks/llm_contention.py)")
     llm_speculative: bool = Field(False, description="Local model: schema-drafted speculative decoding (copilot/llm/draft.py). Halves "
                                   "decode passes, but on 2 CPU cores a 10-token verification pass costs nearly two single ones: +3 % "
                                   "speed at 2 threads, -3 % at 1 (benchmarks/RESULTS.md), so it is off by default")

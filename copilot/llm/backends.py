@@ -28,11 +28,13 @@ from copilot.llm.models import INSTALL_HINT, LOCAL_MODELS, LocalModel, file_sha2
 Loader = Callable[[Settings], ChatBackend]
 _REGISTRY: dict[str, Loader] = {}
 
-# Threads for llama.cpp when Settings has no `llm_threads` field. llama.cpp's threads spin at barriers: with more
-# threads than the cores free for it, generation slows by one to two orders of magnitude (measured here: SmolLM2 19 ms
-# a token with 1 thread, 2.6 s with 2, while another process kept one of the 2 cores busy). The service shares the
-# cores with the classifier and embedder, so on a 2-core machine one thread is the safe default; 2 on larger ones.
-DEFAULT_LLM_THREADS = 1 if (os.cpu_count() or 1) <= 2 else 2
+# Threads for llama.cpp when Settings has no `llm_threads` field. llama.cpp's threads spin at barriers, and with
+# spinning ONNX Runtime pools beside them (session 3) 2 threads on 2 cores collapsed to 1.6 tok/s, so 1 was the default
+# there. With ORT's spinning off (copilot/onnx_graph.py) that no longer happens: benchmarks/llm_contention.py measured
+# 2 threads faster than 1 alone (5.1 vs 8.2 s a case), beside a saturating fast path (10.3 vs 11.4 s) and beside batch
+# scoring (10.1 vs 15.5 s), at a cost of ~1.4 ms to the fast path's p50. Another process pinning a core still hurts
+# (SmolLM2: 19 ms a token with 1 thread, 2.6 s with 2): set COPILOT_LLM_THREADS=1 on a machine shared that way.
+DEFAULT_LLM_THREADS = min(2, os.cpu_count() or 1)
 
 
 def register(name: str) -> Callable[[Loader], Loader]:
