@@ -170,6 +170,12 @@ def test_stream_refusals_are_problem_details(llm_server: Server, server: Server)
             problem(read_events(c, f"/v1/cases/{case_id}/suggest/stream")[0], 401, "unauthorized")
     with llm_server.client("moderator") as c:
         problem(read_events(c, "/v1/cases/999999/suggest/stream")[0], 404, "not_found")
+        # the request's LLM budget: refused when out of range, and when given it reaches the chain
+        problem(read_events(c, f"/v1/cases/{case_id}/suggest/stream?max_tokens=4")[0], 422, "validation_error")
+        resp, events = read_events(c, f"/v1/cases/{case_id}/suggest/stream?timeout_s=0.001")
+    assert resp.status_code == 200 and events[-1].name == "suggestion"
+    sug = Suggestion.model_validate(events[-1].data["suggestion"])
+    assert sug.path == "fast" and "no time left for the LLM call" in (sug.fallback_reason or "")
 
 
 def test_client_disconnect_cancels_the_chain(llm_server: Server) -> None:
