@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
-from copilot.errors import UnknownArea, UnknownLabel
+from copilot.errors import InvalidInput, UnknownArea, UnknownLabel
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,14 @@ class Label:
     description: str
 
 
+def _known(value: str, valid: Mapping[str, object], noun: str, error: type[InvalidInput]) -> str:
+    if value in valid:
+        return value
+    close = difflib.get_close_matches(value, valid, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise error(f"unknown {noun} {value!r}{hint} (valid: {', '.join(valid)})")
+
+
 @dataclass(frozen=True)
 class Taxonomy:
     areas: dict[str, Area]
@@ -38,20 +47,12 @@ class Taxonomy:
 
     def check(self, label: str) -> str:
         """Return the label or raise UnknownLabel naming the closest valid labels."""
-        if label in self.labels:
-            return label
-        close = difflib.get_close_matches(label, self.labels, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownLabel(f"unknown label {label!r}{hint} (valid: {', '.join(self.labels)})")
+        return _known(label, self.labels, "label", UnknownLabel)
 
     def check_area(self, area: str) -> str:
         """Return the area key or raise UnknownArea naming the closest and all valid areas (a filter on a typo would
         otherwise match nothing, silently)."""
-        if area in self.areas:
-            return area
-        close = difflib.get_close_matches(area, self.areas, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownArea(f"unknown area {area!r}{hint} (valid: {', '.join(self.areas)})")
+        return _known(area, self.areas, "area", UnknownArea)
 
     def close(self, labels: list[str]) -> list[str]:
         """Add the base label of every sub-label ('hate/threatening' implies 'hate'), as OpenAI's categories nest."""

@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import AUDIT, MODERATE, READ_CASES, Caller, RuntimeDep, require
 from api.errors import LLMNotConfigured, problem_of
@@ -83,11 +84,17 @@ class AdHocRequest(BaseModel):
     budget: LLMBudget | None = Field(None, description="What the LLM chain may spend on this request (full and auto modes).")
 
 
-def llm_budget(timeout_s: Annotated[float | None, Query(gt=0, le=600, description="Seconds the LLM chain may spend (capped by COPILOT_LLM_TIMEOUT_S).")] = None,
-               max_tokens: Annotated[int | None, Query(ge=64, le=8192, description="Completion tokens the LLM chain may write, repair included (per call capped by COPILOT_LLM_MAX_TOKENS).")] = None,
+def llm_budget(timeout_s: Annotated[float | None, Query(description=LLMBudget.model_fields["timeout_s"].description)] = None,
+               max_tokens: Annotated[int | None, Query(description=LLMBudget.model_fields["max_tokens"].description)] = None,
                ) -> LLMBudget | None:
-    """The request's LLM budget from query parameters (the endpoints whose body is not ours to extend)."""
-    return None if timeout_s is None and max_tokens is None else LLMBudget(timeout_s=timeout_s, max_tokens=max_tokens)
+    """The request's LLM budget from query parameters (the endpoints whose body is not ours to extend). LLMBudget holds
+    the bounds, for the body and the query alike; a value out of them is a 422 like any other invalid parameter."""
+    if timeout_s is None and max_tokens is None:
+        return None
+    try:
+        return LLMBudget(timeout_s=timeout_s, max_tokens=max_tokens)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]) from None
 
 
 def _summary(row: Any) -> CaseSummary:

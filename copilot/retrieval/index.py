@@ -39,6 +39,7 @@ METHODS = ("dense", "bm25", "hybrid", "rerank")
 RRF_K = 5
 BM25_WEIGHT = 0.5
 SECOND_CHUNK_WEIGHT = 0.5
+SEARCH_DEPTH = 64  # chunks each method ranks for a search not restricted to some areas
 
 try:
     import Stemmer
@@ -135,11 +136,11 @@ class PolicyIndex:
         return index, report
 
     # ---- search ---------------------------------------------------------------------------------------------
-    def dense_ranking(self, query_vec: np.ndarray, depth: int = 64) -> dict[str, float]:
+    def dense_ranking(self, query_vec: np.ndarray, depth: int = SEARCH_DEPTH) -> dict[str, float]:
         scores, ids = self.dense.search(query_vec.reshape(1, -1), min(depth, len(self.chunks)))
         return _best_per_clause(self.chunks, ids[0], scores[0], SECOND_CHUNK_WEIGHT)
 
-    def bm25_ranking(self, query: str, depth: int = 64) -> dict[str, float]:
+    def bm25_ranking(self, query: str, depth: int = SEARCH_DEPTH) -> dict[str, float]:
         tokens = _tokenize([query])
         if not tokens[0]:
             return {}
@@ -162,9 +163,9 @@ class PolicyIndex:
             raise ComponentMissing("reranker: none configured (train one with `copilot index train-reranker`, set COPILOT_RERANKER_DIR)")
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        # Restricted to some areas, rank every chunk: the top 64 overall may hold none of an area's clauses, and a
-        # caller asking for an area's best clause (the fast path citing a flagged label) must get one, not nothing.
-        depth = len(self.chunks) if areas else 64
+        # Restricted to some areas, rank every chunk: the overall top SEARCH_DEPTH may hold none of an area's clauses,
+        # and a caller asking for an area's best clause (the fast path citing a flagged label) must get one, not nothing.
+        depth = len(self.chunks) if areas else SEARCH_DEPTH
         rankings: list[dict[str, float]] = []
         if method in ("dense", "hybrid", "rerank"):
             rankings.append(self.dense_ranking(query_vec if query_vec is not None else self.embedder.encode([query])[0], depth))

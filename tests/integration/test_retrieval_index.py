@@ -75,7 +75,7 @@ def test_an_area_far_from_the_query_still_gets_its_best_clauses(runtime) -> None
     # best clause within its area: restricting to an area must rank that area's clauses, not filter an overall top list.
     query = "gg that last round was insane, clutch with the sniper"
     index = runtime.index
-    top64 = {**index.dense_ranking(index.embedder.encode([query])[0], 64), **index.bm25_ranking(query, 64)}
+    top64 = {**index.dense_ranking(index.embedder.encode([query])[0]), **index.bm25_ranking(query)}  # SEARCH_DEPTH chunks each
     areas = sorted({c.area for c in runtime.corpus.active})
     sparse = [a for a in areas if sum(1 for cid in top64 if runtime.corpus.clauses[cid].area == a) < 3]
     assert sparse, "the query no longer leaves any area out of the top 64 chunks: pick a more off-topic one"
