@@ -78,7 +78,7 @@ def run_mode(rt: Any, cases: list[dict[str, Any]], reuse: bool, speculative: boo
             "abstain_reason": sug.abstain_reason, "llm_raw": [r.raw for _, r in calls],
             "fast_s": t_fast, "chain_s": t_full, "total_s": t_fast + t_full, "ttft_s": ttft,
             "first_call_ttft_s": calls[0][1].first_token_s if calls else None,
-            "llm_calls": len(calls), "prompt_tokens": sug.prompt_tokens, "completion_tokens": sug.completion_tokens,
+            "llm_calls": len(calls), "repair_calls": sum(1 for purpose, _ in calls if purpose == "suggest-repair"), "prompt_tokens": sug.prompt_tokens, "completion_tokens": sug.completion_tokens,
             "cached_tokens": sum(r.cached_tokens for _, r in calls),
             "passes": sum(r.passes for _, r in calls), "accepted_draft_tokens": sum(r.accepted_draft_tokens for _, r in calls),
             "labels": sug.labels, "gold_labels": row.get("labels") or [],
@@ -102,7 +102,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     cited = [(c, r["gold_clauses"]) for r in full for c in r["cited"]]
     return {
         "cases": len(rows), "full_path": len(full), "fallbacks": len(rows) - len(full),
-        "repairs": sum(1 for r in rows if r["llm_calls"] > 1), "abstained": sum(1 for r in rows if r["abstained"]),
+        "repairs": sum(1 for r in rows if r["repair_calls"]),  # a two-turn prompt makes 2 calls without any repair
+        "abstained": sum(1 for r in rows if r["abstained"]),
         "latency_p50_s": pct(total, 50), "latency_p95_s": pct(total, 95), "latency_mean_s": statistics.fmean(total),
         "ttft_p50_s": pct(ttft, 50), "ttft_p95_s": pct(ttft, 95),
         "prompt_tokens_mean": statistics.fmean(r["prompt_tokens"] for r in rows),

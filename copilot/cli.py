@@ -159,7 +159,12 @@ def index_build(force: Annotated[bool, typer.Option(help="Re-embed every chunk e
 @index_app.command("finetune-embedder")
 def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder (default: models/embedder).")] = None,
                    epochs: Annotated[int, typer.Option(help="Passes over the corpus anchors.")] = 3,
-                   hard_negatives: Annotated[bool, typer.Option(help="Add a chunk of a confusable clause per anchor.")] = True) -> None:
+                   hard_negatives: Annotated[bool, typer.Option(help="Add a chunk of a confusable clause per anchor.")] = True,
+                   mask_own_negatives: Annotated[bool, typer.Option(help="Never push an anchor away from a hard negative of its own clause "
+                                                                           "(--no-mask-own-negatives: the recipe before commit da43b39).")] = True,
+                   extra: Annotated[list[Path] | None, typer.Option(help="Training-query JSONL files ({text, clause_id} per line; default: "
+                                                                         "models/embedder_train/*.jsonl). Never eval/retrieval.")] = None,
+                   no_extra: Annotated[bool, typer.Option("--no-extra", help="Corpus anchors only.")] = False) -> None:
     """Fine-tune the retrieval embedder on the corpus (examples and summaries -> their clause, hard negatives from
     confusable clauses), starting from the packaged all-MiniLM-L6-v2. Retrieval queries are never used.
 
@@ -172,8 +177,18 @@ def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder 
 
     s = get_settings()
     out_dir = out or s.models_dir / "embedder"
-    info = finetune(load_corpus(s.corpus_dir), base_embedder_path(), FinetuneArgs(out_dir=out_dir, epochs=epochs, hard_negatives=hard_negatives))
-    print(f"embedder fine-tuned on {info['anchors']} anchors in {info['seconds']} s -> {out_dir}")
+    files = () if no_extra else tuple(extra or sorted((s.models_dir / "embedder_train").glob("*.jsonl")))
+    from copilot.config import PROJECT_ROOT
+
+    if any(p.resolve().is_relative_to((PROJECT_ROOT / "eval").resolve()) for p in files):
+        raise typer.BadParameter("training queries must not come from eval/ (those measure the result)", param_hint="--extra")
+    try:
+        info = finetune(load_corpus(s.corpus_dir), base_embedder_path(), FinetuneArgs(
+            out_dir=out_dir, epochs=epochs, hard_negatives=hard_negatives, mask_own_clause_negatives=mask_own_negatives, extra_anchors=files))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--extra") from exc
+    print(f"embedder fine-tuned on {info['anchors']} anchors ({sum(info['extra_anchors'].values())} from {len(files)} training-query files) "
+          f"in {info['seconds']} s -> {out_dir}")
 
 
 @index_app.command("train-reranker")

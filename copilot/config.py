@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     llm_speculative: bool = Field(False, description="Local model: schema-drafted speculative decoding (copilot/llm/draft.py). Halves "
                                   "decode passes, but on 2 CPU cores a 10-token verification pass costs nearly two single ones: +3 % "
                                   "speed at 2 threads, -3 % at 1 (benchmarks/RESULTS.md), so it is off by default")
+    llm_suggest_prompt: str = Field("suggest_v2", pattern=r"^suggest_v\d+$", description="Suggestion prompt file under "
+                                    "copilot/llm/prompts (its version id is stored with every suggestion). A prompt with a `decide` "
+                                    "section runs in two turns: the reasoning from the case alone, then the decision.")
 
     # Media (video / audio cases)
     media_enabled: bool = Field(True, description="Accept video and audio cases (loads the speech model at start).")
@@ -111,6 +114,10 @@ class Settings(BaseSettings):
             self.classifier_dir = self.models_dir / "classifier"
         if self.long_text_window != 0 and self.long_text_window < 8:
             raise ValueError(f"COPILOT_LONG_TEXT_WINDOW must be 0 (off) or at least 8 tokens, not {self.long_text_window}")
+        prompts = PROJECT_ROOT / "copilot" / "llm" / "prompts"
+        if not (prompts / f"{self.llm_suggest_prompt}.txt").is_file():
+            known = ", ".join(sorted(p.stem for p in prompts.glob("suggest_v*.txt")))
+            raise ValueError(f"COPILOT_LLM_SUGGEST_PROMPT={self.llm_suggest_prompt}: no such prompt file (known: {known})")
         if self.env == "production" and self.bootstrap_admin_key is not None and len(self.bootstrap_admin_key.get_secret_value()) < 24:
             raise ValueError("COPILOT_BOOTSTRAP_ADMIN_KEY must be at least 24 characters in production")
         return self

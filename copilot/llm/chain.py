@@ -59,6 +59,7 @@ deadline (COPILOT_LLM_TIMEOUT_S) bounds them.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import queue
 import threading
@@ -70,11 +71,22 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from langchain_core.messages import AIMessage
+
 from copilot.errors import CopilotError
 from copilot.llm.base import ChatBackend, StructuredResult
-from copilot.llm.checks import ECHO_ERROR, Checked, EchoLines, LLMSuggestion, check_suggestion, prompt_lines
+from copilot.llm.checks import CLAUSE_ID_RE, ECHO_ERROR, Checked, EchoLines, LLMSuggestion, check_suggestion, echoes, prompt_lines
 from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
-from copilot.llm.render import suggest_messages, suggest_system_text, suggestion_schema, unsupported_labels, with_repair
+from copilot.llm.render import (
+    decide_message,
+    reasoning_schema,
+    suggest_messages,
+    suggest_system_text,
+    suggestion_schema,
+    two_turn,
+    unsupported_labels,
+    with_repair,
+)
 from copilot.runtime import Runtime
 from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, Clause, LLMBudget, Suggestion
 from copilot.suggest import language_reason
@@ -92,6 +104,8 @@ CACHE_SIZE = 512
 # passed every check and are kept).
 NO_CASE_REASONING = ("The model gave no case-specific reasoning (its answer repeated the prompt); its labels and citations passed "
                      "the checks and are combined with the classifier's as usual.")
+# Two-turn prompts: the cap of turn 1 (the reasoning alone: at most REASONING_MAX_CHARS, ~35 tokens, plus the JSON).
+REASONING_CALL_TOKENS = 64
 
 OnText = Callable[[str], None]
 
@@ -146,15 +160,15 @@ def suggestion_cache(rt: Runtime) -> SuggestionCache:
         return cache
 
 
-def suggest_echo_lines() -> EchoLines:
+def suggest_echo_lines(prompt_name: str = SUGGEST_PROMPT) -> EchoLines:
     """What a suggestion's reasoning must not repeat: the suggestion prompt's instructions and examples (its label
     list, which is the corpus's wording, left out)."""
-    return _echo_lines(load_prompt(SUGGEST_PROMPT).version)
+    return _echo_lines(prompt_name, load_prompt(prompt_name).version)
 
 
 @lru_cache(maxsize=4)
-def _echo_lines(version: str) -> EchoLines:  # keyed by the prompt's content hash: an edited prompt gets new lines
-    return prompt_lines(load_prompt(SUGGEST_PROMPT).render("system", labels=""))
+def _echo_lines(name: str, version: str) -> EchoLines:  # keyed by the prompt's content hash: an edited prompt gets new lines
+    return prompt_lines(load_prompt(name).render("system", labels=""))
 
 
 def case_hash(case: Case) -> str:
@@ -168,7 +182,7 @@ def case_hash(case: Case) -> str:
 def cache_key(rt: Runtime, case: Case, llm: ChatBackend) -> tuple[str, ...]:
     ids = rt.model_ids()
     models = "|".join([llm.model_id, ids.get("classifier", ""), ids.get("embedder", "")])
-    return (case_hash(case), rt.corpus.version, models, load_prompt(SUGGEST_PROMPT).version)
+    return (case_hash(case), rt.corpus.version, models, load_prompt(rt.settings.llm_suggest_prompt).version)
 
 
 # ---- prompt inputs --------------------------------------------------------------------------------------------------
@@ -221,13 +235,13 @@ def offered_clauses(rt: Runtime, case: Case, fast: Suggestion) -> Offered:
 def render_prompt(rt: Runtime, case: Case, fast: Suggestion) -> tuple[list[Any], Offered]:
     """The messages sent for this case (what the prompt snapshot test records) and the clauses they offer."""
     offered = offered_clauses(rt, case, fast)
-    return suggest_messages(rt.corpus, case, fast.scores, offered.clauses), offered
+    return suggest_messages(rt.corpus, case, fast.scores, offered.clauses, rt.settings.llm_suggest_prompt), offered
 
 
 def warm_up(rt: Runtime) -> None:
     """Load the LLM and cache the KV state of the fixed suggestion prefix (the service may call this at start)."""
     unsupported = [label for label in rt.corpus.taxonomy.labels if label not in set(rt.classifier.labels)]
-    rt.llm.warm_prefix(suggest_system_text(rt.corpus, unsupported))
+    rt.llm.warm_prefix(suggest_system_text(rt.corpus, unsupported, rt.settings.llm_suggest_prompt))
 
 
 # ---- ensemble -------------------------------------------------------------------------------------------------------
@@ -427,7 +441,8 @@ MIN_CALL_TOKENS = 64
 
 def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = None, budget: LLMBudget | None = None) -> Suggestion:
     t0 = time.perf_counter()
-    prompt_version = load_prompt(SUGGEST_PROMPT).version
+    prompt_name = rt.settings.llm_suggest_prompt
+    prompt_version = load_prompt(prompt_name).version
     try:
         llm: ChatBackend = rt.llm  # loads once per process; the request's time budget starts after it
     except CopilotError as exc:
@@ -443,7 +458,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
             on_text(hit.rationale)
         return hit
     try:  # one-time work outside the request's budget: evaluate (or restore) the fixed prefix's KV state
-        llm.warm_prefix(suggest_system_text(corpus, unsupported_labels(fast.scores)))
+        llm.warm_prefix(suggest_system_text(corpus, unsupported_labels(fast.scores), prompt_name))
     except Exception as exc:
         return _fallback(rt, fast, f"LLM call failed: {getattr(exc, 'detail', None) or f'{type(exc).__name__}: {exc}'}", t0, prompt_version)
     timeout_s = min(rt.settings.llm_timeout_s, budget.timeout_s or rt.settings.llm_timeout_s) if budget else rt.settings.llm_timeout_s
@@ -451,7 +466,9 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     token_budget = budget.max_tokens if budget is not None else None
     messages, offered = render_prompt(rt, case, fast)
     by_id = {c.id: c for c in offered.clauses}
-    schema = suggestion_schema(corpus.taxonomy, list(by_id), case)
+    turns = two_turn(prompt_name)
+    schema = suggestion_schema(corpus.taxonomy, list(by_id), case, reasoning=not turns)
+    reasoning: str | None = None  # a two-turn prompt's turn-1 answer, merged into every turn-2 answer
     tokens = [0, 0]
     spent = [0]  # completion tokens charged to the request's budget
     repair_reasons: list[str] = []
@@ -461,17 +478,33 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
             return rt.settings.llm_max_tokens
         return min(rt.settings.llm_max_tokens, token_budget - spent[0])
 
-    echo_lines = suggest_echo_lines()
+    echo_lines = suggest_echo_lines(prompt_name)
 
-    def account(res: StructuredResult, cap: int) -> Checked:
+    def charge(res: StructuredResult, cap: int) -> None:
         tokens[0] += res.prompt_tokens
         tokens[1] += res.completion_tokens
         # a server that reports no usage is charged the call's whole cap: the budget must not be spent twice
         spent[0] += res.completion_tokens or (cap if res.raw else 0)
-        return check_suggestion(res.data, res.error, by_id, corpus, case, echo_lines)
+
+    def account(res: StructuredResult, cap: int) -> Checked:
+        charge(res, cap)
+        data = res.data if reasoning is None or res.data is None else {**res.data, "reasoning": reasoning}
+        return check_suggestion(data, res.error, by_id, corpus, case, echo_lines)
 
     stream = _ReasoningStream(on_text) if on_text is not None else None
     try:
+        if turns:  # turn 1: the reasoning from the case alone (what streams first), then the decision with the clauses
+            cap = min(call_tokens(), REASONING_CALL_TOKENS)
+            first = _call(llm, messages, reasoning_schema(), cap, deadline, stream.feed if stream else None, "suggest-reasoning")
+            charge(first, cap)
+            said = (first.data or {}).get("reasoning")
+            reasoning = said.strip() if isinstance(said, str) else ""
+            # the decision's repair cannot change this text, so a faulty one is replaced here rather than repaired
+            if CLAUSE_ID_RE.search(reasoning) or echoes(reasoning, echo_lines, case.text()):
+                repair_reasons.append(f"turn-1 reasoning not shown: {ECHO_ERROR if not CLAUSE_ID_RE.search(reasoning) else 'it names a clause ID'}")
+                reasoning = NO_CASE_REASONING
+            turn1 = json.dumps({"reasoning": said if isinstance(said, str) else ""}, ensure_ascii=False, separators=(",", ":"))
+            messages = [*messages, AIMessage(turn1), decide_message(fast.scores, offered.clauses, prompt_name)]
         cap = call_tokens()
         checked = account(_call(llm, messages, schema, cap, deadline, stream.feed if stream else None, "suggest"), cap)
         if checked.errors:
@@ -483,7 +516,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
             first_checked = checked
             repair_reasons = list(checked.errors)
             if (cap := call_tokens()) >= MIN_CALL_TOKENS:
-                checked = account(_call(llm, with_repair(messages, SUGGEST_PROMPT, checked.errors), schema, cap, deadline, ticks, "suggest-repair"), cap)
+                checked = account(_call(llm, with_repair(messages, prompt_name, checked.errors), schema, cap, deadline, ticks, "suggest-repair"), cap)
             elif checked.errors != [ECHO_ERROR]:  # an echo-only answer is still kept below, without its words
                 sug = _fallback(rt, fast, f"LLM answer invalid and the request's token budget ({token_budget}) is spent, so no repair: "
                                 + "; ".join(checked.errors[:4]), t0, prompt_version, (tokens[0], tokens[1]))

@@ -53,18 +53,24 @@ def _label_lines(taxonomy: Taxonomy, unsupported: Sequence[str]) -> str:
 
 
 @lru_cache(maxsize=8)
-def _system_cached(version: str, labels_block: str) -> str:
-    return load_prompt(SUGGEST_PROMPT).render("system", labels=labels_block)
+def _system_cached(name: str, version: str, labels_block: str) -> str:  # version: an edited prompt file misses the cache
+    return load_prompt(name).render("system", labels=labels_block)
+
+
+def two_turn(prompt_name: str = SUGGEST_PROMPT) -> bool:
+    """A prompt with a ``decide`` section asks for the reasoning from the case alone (turn 1), then sends the candidate
+    clauses and scores (turn 2): the reasoning streams after ~60 per-case prompt tokens instead of ~180."""
+    return "decide" in load_prompt(prompt_name).sections
 
 
 def unsupported_labels(scores: Sequence[LabelScore]) -> list[str]:
     return [s.label for s in scores if not s.supported]
 
 
-def suggest_system_text(corpus: Corpus, unsupported: Sequence[str] = ()) -> str:
+def suggest_system_text(corpus: Corpus, unsupported: Sequence[str] = (), prompt_name: str = SUGGEST_PROMPT) -> str:
     """The fixed system message for this corpus version and classifier (which labels it does not score): the
     KV-cached prefix of every suggestion prompt."""
-    return _system_cached(load_prompt(SUGGEST_PROMPT).version, _label_lines(corpus.taxonomy, unsupported))
+    return _system_cached(prompt_name, load_prompt(prompt_name).version, _label_lines(corpus.taxonomy, unsupported))
 
 
 def clause_line(clause: Clause, detail: str = "summary") -> str:
@@ -99,13 +105,22 @@ def case_block(case: Case, limit: int = CASE_CHARS_IN_PROMPT) -> str:
     return defuse("\n".join(parts))
 
 
-def suggest_messages(corpus: Corpus, case: Case, scores: Sequence[LabelScore], clauses: Sequence[Clause]) -> list[BaseMessage]:
-    prompt = load_prompt(SUGGEST_PROMPT)
-    lines = [clause_line(c, "title") for c in clauses]
-    user = prompt.render(
-        "user", clauses="\n".join(lines), scores=scores_line(scores), content_type=case.content_type.value, case=case_block(case),
-    )
-    return [SystemMessage(suggest_system_text(corpus, unsupported_labels(scores))), HumanMessage(user)]
+def suggest_messages(
+    corpus: Corpus, case: Case, scores: Sequence[LabelScore], clauses: Sequence[Clause], prompt_name: str = SUGGEST_PROMPT,
+) -> list[BaseMessage]:
+    """The first call's messages: for a two-turn prompt the case alone (`decide_message` brings the rest later)."""
+    prompt = load_prompt(prompt_name)
+    values = {"content_type": case.content_type.value, "case": case_block(case)}
+    if not two_turn(prompt_name):
+        values.update(clauses="\n".join(clause_line(c, "title") for c in clauses), scores=scores_line(scores))
+    user = prompt.render("user", **values)
+    return [SystemMessage(suggest_system_text(corpus, unsupported_labels(scores), prompt_name)), HumanMessage(user)]
+
+
+def decide_message(scores: Sequence[LabelScore], clauses: Sequence[Clause], prompt_name: str) -> HumanMessage:
+    """Turn 2 of a two-turn prompt: the candidate clauses and the classifier's scores."""
+    return HumanMessage(load_prompt(prompt_name).render(
+        "decide", clauses="\n".join(clause_line(c, "title") for c in clauses), scores=scores_line(scores)))
 
 
 def with_repair(messages: Sequence[BaseMessage], prompt_name: str, errors: Sequence[str]) -> list[BaseMessage]:
@@ -117,7 +132,16 @@ def with_repair(messages: Sequence[BaseMessage], prompt_name: str, errors: Seque
     return [*head, HumanMessage(f"{last.content}\n\n{note}")]
 
 
-def suggestion_schema(taxonomy: Taxonomy, clause_ids: Sequence[str], case: Case | None = None) -> dict[str, Any]:
+def reasoning_schema() -> dict[str, Any]:
+    """Turn 1 of a two-turn prompt: the reasoning alone."""
+    return {
+        "title": "case_reasoning", "description": "What the case does and why, from the case alone.", "type": "object",
+        "properties": {"reasoning": {"type": "string", "maxLength": REASONING_MAX_CHARS}},
+        "required": ["reasoning"], "additionalProperties": False,
+    }
+
+
+def suggestion_schema(taxonomy: Taxonomy, clause_ids: Sequence[str], case: Case | None = None, reasoning: bool = True) -> dict[str, Any]:
     """The answer's shape. Enums hold the labels, the actions and only the clause IDs offered in this prompt, so a
     constrained local model cannot even write another ID; with ``case``, evidence items carry ``x-substring-of`` (the
     case's field texts as shown in the prompt) so a local model can only quote the case. Remote models are checked
@@ -126,7 +150,7 @@ def suggestion_schema(taxonomy: Taxonomy, clause_ids: Sequence[str], case: Case 
     evidence_items: dict[str, Any] = {"type": "string", "maxLength": EVIDENCE_MAX_CHARS}
     if case is not None:
         evidence_items = {**evidence_items, "x-substring-of": [text[:CASE_CHARS_IN_PROMPT] for _, text in case.segments()]}
-    return {
+    schema: dict[str, Any] = {
         "title": "moderation_suggestion",
         "description": "The suggestion for one case: reasoning first, then labels, cited clause IDs, evidence quotes, action, abstain.",
         "type": "object",
@@ -141,6 +165,14 @@ def suggestion_schema(taxonomy: Taxonomy, clause_ids: Sequence[str], case: Case 
         "required": ["reasoning", "labels", "clause_ids", "evidence", "action", "abstain"],
         "additionalProperties": False,
     }
+    return schema if reasoning else _without_reasoning(schema)
+
+
+def _without_reasoning(schema: dict[str, Any]) -> dict[str, Any]:
+    """Turn 2 of a two-turn prompt: the same answer, the reasoning already given."""
+    props = {k: v for k, v in schema["properties"].items() if k != "reasoning"}
+    return {**schema, "description": "The decision for one case: labels, cited clause IDs, evidence quotes, action, abstain.",
+            "properties": props, "required": [k for k in schema["required"] if k != "reasoning"]}
 
 
 def ask_messages(question: str, clauses: Sequence[Clause]) -> list[BaseMessage]:

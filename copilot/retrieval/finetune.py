@@ -8,7 +8,9 @@ base model's ranking), so the model learns the lines between sibling clauses (a 
 address vs a phone number) and not only between areas. Loss: InfoNCE over in-batch positives and hard negatives,
 symmetric for the positive pairs (MultipleNegativesRanking).
 
-Retrieval queries (eval/retrieval) are never used; they measure the result.
+Extra anchors may come from our own written training queries (models/embedder_train/*.jsonl: plain-language
+questions, queue-style case texts and allowed look-alikes per clause, written from the corpus alone). Retrieval
+queries (eval/retrieval) are never used; they measure the result.
 
     copilot index finetune-embedder [--epochs 3]
 """
@@ -40,6 +42,10 @@ class FinetuneArgs:
     example_positive_share: float = 0.5  # how often the positive is another example of the clause, not its chunk
     max_seq_length: int = 128  # training only: clause chunks are cut here (their head carries the meaning)
     fp16: bool = True  # save the weights as fp16 (half the size in git; vectors move by < 1e-3 in cosine)
+    # a hard negative drawn for another anchor of the batch may belong to this anchor's clause: masked, it is not
+    # pushed away (False reproduces the recipe before commit da43b39)
+    mask_own_clause_negatives: bool = True
+    extra_anchors: tuple[Path, ...] = ()  # JSONL files of {"text", "clause_id"} written by us (never eval queries)
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,26 @@ def corpus_anchors(corpus: Corpus) -> tuple[list[Anchor], dict[str, str], dict[s
     # the summary alone should also find its clause (plain-language questions read like summaries)
     anchors += [Anchor(f"{c.title}: {c.summary}", c.id) for c in corpus.active]
     return anchors, heads, examples
+
+
+def load_extra_anchors(corpus: Corpus, paths: tuple[Path, ...]) -> list[Anchor]:
+    """Training queries from JSONL files; an unknown or retired clause ID is an error with file:line, not a skip."""
+    out: list[Anchor] = []
+    for path in paths:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                text, cid = str(row["text"]).strip(), str(row["clause_id"])
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{n}: not a {{\"text\", \"clause_id\"}} object ({exc})") from exc
+            clause = corpus.clauses.get(cid)
+            if clause is None or clause.status != "active":
+                raise ValueError(f"{path}:{n}: {cid} is not an active clause of corpus {corpus.version}")
+            if text:
+                out.append(Anchor(text, cid))
+    return out
 
 
 def corpus_pairs(corpus: Corpus) -> list[tuple[str, str, str]]:
@@ -117,6 +143,8 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
     inference_max_len = model.max_seq_length
     model.max_seq_length = args.max_seq_length
     anchors, heads, examples = corpus_anchors(corpus)
+    extra = load_extra_anchors(corpus, args.extra_anchors)
+    anchors += extra
     chunks = corpus_chunks(corpus)
     negatives: list[list[str]] = [[] for _ in anchors]
     if args.hard_negatives:
@@ -157,8 +185,10 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
         if negs:  # hard negatives widen the anchor's candidate set only (a negative has no anchor of its own)
             neg_logits = args.scale * ea @ embed([text for text, _ in negs]).T
             # another anchor's negative may come from THIS anchor's clause: for this anchor it is a positive, not a negative
-            same = torch.tensor([[clause_of[i] == cid for _, cid in negs] for i in batch])
-            logits = torch.cat([logits, neg_logits.masked_fill(same, float("-inf"))], dim=1)
+            if args.mask_own_clause_negatives:
+                same = torch.tensor([[clause_of[i] == cid for _, cid in negs] for i in batch])
+                neg_logits = neg_logits.masked_fill(same, float("-inf"))
+            logits = torch.cat([logits, neg_logits], dim=1)
         loss = (torch.nn.functional.cross_entropy(logits, target) + back) / 2
         loss.backward()
         opt.step()
@@ -175,7 +205,8 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
             "batch_size": args.batch_size, "lr": args.lr, "hard_negatives": args.hard_negatives,
             "example_positive_share": args.example_positive_share, "max_seq_length_train": args.max_seq_length,
             "dtype": "float16" if args.fp16 else "float32", "seconds": round(time.time() - t0, 1),
-            "own_clause_negatives_masked": True,
+            "own_clause_negatives_masked": args.mask_own_clause_negatives,
+            "extra_anchors": {str(p.name): sum(1 for line in p.read_text(encoding="utf-8").splitlines() if line.strip()) for p in args.extra_anchors},
             "corpus_version": corpus.version, "trained_at": datetime.now(UTC).isoformat(timespec="seconds")}
     (args.out_dir / "finetune.json").write_text(json.dumps(info, indent=2))
     return info

@@ -395,6 +395,78 @@ def test_full_path_escalates_a_non_english_case_and_the_cache_tells_languages_ap
 
 
 # ---- local llama.cpp backend with SmolLM2-135M ----------------------------------------------------------------
+# ---- the two-turn prompt (suggest_v4): reasoning from the case alone, then the decision -------------------------
+TWO_TURN = "suggest_v4"
+REASONING = {"reasoning": "Calls a group vermin and wants them driven out."}
+
+
+@pytest.fixture
+def two_turn_rt(openai_rt: Runtime) -> Runtime:
+    rt = Runtime(openai_rt.settings.model_copy(update={"llm_suggest_prompt": TWO_TURN}))
+    rt._values.update({k: v for k, v in openai_rt._values.items() if k != "llm"})
+    suggestion_cache(rt).clear()
+    return rt
+
+
+def _tool(body: dict[str, Any]) -> str:
+    return str(body["tools"][0]["function"]["name"])
+
+
+def test_two_turn_prompt_reasons_from_the_case_then_decides_with_the_clauses(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push(REASONING, valid_answer(two_turn_rt))
+    case = Case.from_text(HATE + " (two turns)")
+    sug = suggest(two_turn_rt, case, mode="full")
+    assert sug.path == "full" and sug.fallback_reason is None and sug.repair_reasons == []
+    assert sug.prompt_version and sug.prompt_version.startswith(f"{TWO_TURN}@")
+    first, second = fake.requests
+    assert _tool(first) == "case_reasoning" and "clause_ids" not in first["tools"][0]["function"]["parameters"]["properties"]
+    turn1 = _user_prompt(first)
+    assert "vermin" in turn1 and "Candidate clauses" not in turn1 and "HAT-" not in turn1
+    # turn 2 carries turn 1's answer, then the candidate clauses and scores
+    roles = [m["role"] for m in second["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+    assert json.loads(second["messages"][2]["content"]) == REASONING
+    assert "Candidate clauses" in second["messages"][3]["content"] and _enum(second)
+    assert "reasoning" not in second["tools"][0]["function"]["parameters"]["properties"]
+    assert sug.rationale.startswith(REASONING["reasoning"]) and "hate" in sug.labels
+    assert {c.clause_id for c in sug.citations} <= set(_enum(second))
+    assert (sug.prompt_tokens, sug.completion_tokens) == (200, 40)  # both calls counted
+
+
+def test_two_turn_reasoning_that_repeats_an_example_is_replaced_not_repaired(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    from copilot.llm.chain import NO_CASE_REASONING
+
+    fake.push({"reasoning": "Calls a religious group rats to be driven out."}, valid_answer(two_turn_rt))  # the prompt's first example
+    sug = suggest(two_turn_rt, Case.from_text(HATE + " (two turns, echo)"), mode="full")
+    assert len(fake.requests) == 2  # a repair of turn 2 could not change turn 1's words
+    assert sug.path == "full" and sug.rationale.startswith(NO_CASE_REASONING) and "rats" not in sug.rationale
+    assert len(sug.repair_reasons) == 1 and sug.repair_reasons[0].startswith("turn-1 reasoning not shown")
+
+
+def test_two_turn_invalid_decision_gets_one_repair_of_turn_two(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push(REASONING, INVALID, valid_answer(two_turn_rt))
+    sug = suggest(two_turn_rt, Case.from_text(HATE + " (two turns, repair)"), mode="full")
+    assert len(fake.requests) == 3 and _tool(fake.requests[2]) == "moderation_suggestion"
+    repair = fake.requests[2]["messages"]
+    assert [m["role"] for m in repair] == ["system", "user", "assistant", "user"]
+    assert "Candidate clauses" in repair[3]["content"] and "XYZ-9.9" in repair[3]["content"]  # the errors, appended to turn 2
+    assert sug.path == "full" and sug.rationale.startswith(REASONING["reasoning"]) and "XYZ-9.9" not in sug.rationale
+    assert any("XYZ-9.9" in r for r in sug.repair_reasons)
+
+
+def test_two_turn_streams_the_turn_one_reasoning(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push(REASONING, valid_answer(two_turn_rt))
+    gen = stream_rationale(two_turn_rt, Case.from_text(HATE + " (two turns, stream)"))
+    chunks = []
+    try:
+        while True:
+            chunks.append(next(gen))
+    except StopIteration as stop:
+        sug = stop.value
+    assert "".join(chunks) == REASONING["reasoning"]
+    assert isinstance(sug, Suggestion) and sug.path == "full" and sug.rationale.startswith(REASONING["reasoning"])
+
+
 @pytest.fixture(scope="module")
 def smol_rt(settings: Settings, runtime: Runtime) -> Runtime:
     require_llama_cpp()
@@ -599,3 +671,20 @@ def test_smollm_closing_the_stream_stops_generation(smol_rt: Runtime) -> None:
         time.sleep(0.05)
     assert not _stream_threads()
     assert len(smol_rt.llm.history) == n_calls, "the call was cut at its next token (a completed call is recorded)"
+
+
+def test_smollm_two_turn_prompt_reuses_turn_one_in_turn_two(smol_rt: Runtime) -> None:
+    rt = Runtime(smol_rt.settings.model_copy(update={"llm_suggest_prompt": TWO_TURN}))
+    rt._values.update(smol_rt._values)  # the loaded SmolLM2 too
+    suggestion_cache(rt).clear()
+    case = Case.from_text(HATE + " (two turns, local)")
+    n_calls = len(rt.llm.history)
+    sug = suggest(rt, case, mode="full")
+    _assert_valid_or_documented_fallback(rt, sug, case)
+    assert sug.prompt_version and sug.prompt_version.startswith(f"{TWO_TURN}@")
+    calls = list(rt.llm.history)[n_calls:]
+    assert [purpose for purpose, _ in calls[:2]] == ["suggest-reasoning", "suggest"]
+    first, second = calls[0][1], calls[1][1]
+    assert first.data is not None and set(first.data) == {"reasoning"}  # turn 1's grammar allows the reasoning alone
+    # turn 2 starts from the KV state turn 1 left (its prompt and answer): only the new message is evaluated
+    assert second.cached_tokens >= first.prompt_tokens

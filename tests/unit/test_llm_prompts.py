@@ -11,7 +11,18 @@ import pytest
 from copilot.config import PROJECT_ROOT
 from copilot.llm.checks import CLAUSE_ID_RE, check_answer, check_suggestion, locate_quote
 from copilot.llm.prompts import ASK_PROMPT, SUGGEST_PROMPT, load_prompt
-from copilot.llm.render import ask_messages, ask_schema, case_block, defuse, suggest_messages, suggestion_schema, with_repair
+from copilot.llm.render import (
+    ask_messages,
+    ask_schema,
+    case_block,
+    decide_message,
+    defuse,
+    reasoning_schema,
+    suggest_messages,
+    suggestion_schema,
+    two_turn,
+    with_repair,
+)
 from copilot.policy.corpus import Corpus
 from copilot.schema import Case, LabelScore, TimedLine
 
@@ -61,6 +72,28 @@ def test_suggest_prompt_snapshot(corpus: Corpus) -> None:
     other = suggest_messages(corpus, Case.from_text("hello"), [s.model_copy(update={"score": 0.0, "flagged": False}) for s in _scores()], clauses[:1])
     assert other[0].content == msgs[0].content
     assert msgs[1].content.rstrip().endswith("</case>")  # the case comes last
+
+
+def test_two_turn_prompt_shows_the_case_alone_first_then_clauses_and_scores(corpus: Corpus) -> None:
+    name = "suggest_v4"
+    assert two_turn(name) and not two_turn("suggest_v2")
+    assert load_prompt(name).placeholders("user") == {"content_type", "case"}
+    assert load_prompt(name).placeholders("decide") == {"clauses", "scores"}
+    case = Case(title="Town meeting", caption="You people are vermin and should be driven out of this town.", comments=["agree", "report this"])
+    clauses = [corpus.get(cid) for cid in ("HAT-1.1", "HAT-2.1", "HAT-9.1", "HAR-1.1")]
+    msgs = suggest_messages(corpus, case, _scores(), clauses, name)
+    decide = decide_message(_scores(), clauses, name)
+    schema = suggestion_schema(corpus.taxonomy, [c.id for c in clauses], case, reasoning=False)
+    text = (f"### system\n{msgs[0].content}\n### user (turn 1)\n{msgs[1].content}\n### turn 1 schema\n{json.dumps(reasoning_schema(), indent=1)}\n"
+            f"### user (turn 2)\n{decide.content}\n### turn 2 schema\n{json.dumps(schema, indent=1)}\n")
+    compare_snapshot(f"{name}_prompt.txt", text)
+    turn1 = str(msgs[1].content)
+    assert "vermin" in turn1 and "HAT-" not in turn1 and "0.81" not in turn1  # the reasoning is written before clauses and scores
+    assert all(c.id in str(decide.content) for c in clauses) and "hate 0.81*" in str(decide.content)
+    assert list(schema["properties"]) == ["labels", "clause_ids", "evidence", "action", "abstain"]
+    assert schema["required"] == list(schema["properties"])
+    # the same fixed prefix for every case: its KV state is reused
+    assert suggest_messages(corpus, Case.from_text("hello"), _scores(), clauses[:1], name)[0].content == msgs[0].content
 
 
 def test_ask_prompt_snapshot(corpus: Corpus) -> None:
