@@ -74,11 +74,23 @@ def test_suggest_prompt_snapshot(corpus: Corpus) -> None:
     assert msgs[1].content.rstrip().endswith("</case>")  # the case comes last
 
 
-def test_two_turn_prompt_shows_the_case_alone_first_then_clauses_and_scores(corpus: Corpus) -> None:
-    name = "suggest_v4"
+def test_every_suggestion_prompt_file_renders_with_the_placeholders_the_chain_fills() -> None:
+    from copilot.llm.prompts import PROMPT_DIR
+
+    names = sorted(p.stem for p in PROMPT_DIR.glob("suggest_v*.txt"))
+    assert SUGGEST_PROMPT in names and len(names) >= 3
+    for name in names:  # any of them can be chosen with COPILOT_LLM_SUGGEST_PROMPT
+        p = load_prompt(name)
+        assert p.placeholders("system") == {"labels"} and p.placeholders("repair") == {"errors"}, name
+        if two_turn(name):
+            assert (p.placeholders("user"), p.placeholders("decide")) == ({"content_type", "case"}, {"clauses", "scores"}), name
+        else:
+            assert p.placeholders("user") == {"clauses", "scores", "content_type", "case"}, name
+
+
+@pytest.mark.parametrize("name", ["suggest_v4", "suggest_v5"])
+def test_two_turn_prompt_shows_the_case_alone_first_then_clauses_and_scores(corpus: Corpus, name: str) -> None:
     assert two_turn(name) and not two_turn("suggest_v2")
-    assert load_prompt(name).placeholders("user") == {"content_type", "case"}
-    assert load_prompt(name).placeholders("decide") == {"clauses", "scores"}
     case = Case(title="Town meeting", caption="You people are vermin and should be driven out of this town.", comments=["agree", "report this"])
     clauses = [corpus.get(cid) for cid in ("HAT-1.1", "HAT-2.1", "HAT-9.1", "HAR-1.1")]
     msgs = suggest_messages(corpus, case, _scores(), clauses, name)

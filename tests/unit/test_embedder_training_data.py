@@ -1,0 +1,40 @@
+"""The embedder's training queries (models/embedder_train): they load against the bundled corpus, and a broken line
+stops the fine-tuning with file:line instead of being skipped."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from copilot.config import PROJECT_ROOT
+from copilot.policy.corpus import Corpus
+from copilot.retrieval.finetune import load_extra_anchors
+
+TRAIN_DIR = PROJECT_ROOT / "models" / "embedder_train"
+
+
+def test_shipped_training_queries_cover_every_active_clause(corpus: Corpus) -> None:
+    files = tuple(sorted(TRAIN_DIR.glob("*.jsonl")))
+    assert files
+    anchors = load_extra_anchors(corpus, files)
+    questions = Counter(json.loads(line)["clause_id"] for f in files for line in f.read_text().splitlines()
+                        if line.strip() and json.loads(line)["kind"] == "question")
+    assert {c.id for c in corpus.active} <= {a.clause_id for a in anchors}
+    assert min(questions[c.id] for c in corpus.active) >= 2
+    assert len({a.text for a in anchors}) == len(anchors)  # no duplicated line
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"text": "is doxxing ok?", "clause_id": "PRV-99.9", "kind": "question"}', "PRV-99.9 is not an active clause"),
+    ('{"text": "is doxxing ok?"}', "not a {\"text\", \"clause_id\"} object"),
+    ("not json", "not a {\"text\", \"clause_id\"} object"),
+])
+def test_a_bad_training_line_is_an_error_with_file_and_line(corpus: Corpus, tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "queries.jsonl"
+    path.write_text('{"text": "can I post my ex\'s address?", "clause_id": "PRV-1.1", "kind": "question"}\n' + line + "\n")
+    with pytest.raises(ValueError, match=rf"queries\.jsonl:2: .*{re.escape(message)}"):
+        load_extra_anchors(corpus, (path,))
