@@ -84,7 +84,8 @@ class Settings(BaseSettings):
                                   "speed at 2 threads, -3 % at 1 (benchmarks/RESULTS.md), so it is off by default")
     llm_suggest_prompt: str = Field("suggest_v2", pattern=r"^suggest_v\d+$", description="Suggestion prompt file under "
                                     "copilot/llm/prompts (its version id is stored with every suggestion). A prompt with a `decide` "
-                                    "section runs in two turns: the reasoning from the case alone, then the decision.")
+                                    "section (suggest_v6) runs in two turns: a description of the case alone, which streams "
+                                    "within a second, then the answer with the clauses and scores in view (benchmarks/RESULTS.md).")
 
     # Media (video / audio cases)
     media_enabled: bool = Field(True, description="Accept video and audio cases (loads the speech model at start).")

@@ -8,6 +8,11 @@ Flow of ``suggest_full(rt, case, fast)``:
    prohibition and the best allowance for this case (``offered_clauses``: the model chooses between a rule and its
    exception), the scores, the case last; the answer is decoded against a JSON schema whose enums hold only the
    offered clause IDs;
+   With a two-turn prompt (COPILOT_LLM_SUGGEST_PROMPT naming one with a ``decide`` section), the first call holds the
+   case alone and asks for a short description of it (what streams first: ~60 per-case prompt tokens before the first
+   word instead of ~180); the second continues the conversation with the clauses and scores and asks for the whole
+   answer, its own reasoning first. The rationale is the description, then that reasoning. A description that repeats
+   the prompt or names a clause is left out (a repair of turn 2 could not change it);
 3. checks (copilot/llm/checks.py); on errors one repair call names them (appended to the same prompt); an answer
    whose only fault is a reasoning that repeats the prompt is kept with NO_CASE_REASONING as its reasoning; still
    invalid, or any LLM error or timeout
@@ -49,7 +54,8 @@ of the kept prohibitions, else the strictest of those clauses' default actions.
 
 Streaming: ``stream_suggestion`` yields ("rationale", text) events while the first answer is generated, then one
 ("suggestion", Suggestion) event; ``stream_rationale`` yields only the text and returns the Suggestion as the
-generator's return value. The streamed text is the first answer's reasoning; the Suggestion's ``rationale`` is the
+generator's return value. The streamed text is the first answer's reasoning (two-turn: the description, then the
+second call's reasoning); the Suggestion's ``rationale`` is the
 authoritative one (after repair and with the ensemble's notes). Setting the ``cancel`` event (or closing the generator)
 stops the chain at the first answer's next token: it falls back (``fallback_reason`` names the cancellation) and the
 worker thread ends. Prompt evaluation, a remote call in flight and the repair call cannot be interrupted; the request's
@@ -104,8 +110,8 @@ CACHE_SIZE = 512
 # passed every check and are kept).
 NO_CASE_REASONING = ("The model gave no case-specific reasoning (its answer repeated the prompt); its labels and citations passed "
                      "the checks and are combined with the classifier's as usual.")
-# Two-turn prompts: the cap of turn 1 (the reasoning alone: at most REASONING_MAX_CHARS, ~35 tokens, plus the JSON).
-REASONING_CALL_TOKENS = 64
+# Two-turn prompts: the cap of turn 1 (the description alone: at most REASONING_MAX_CHARS, ~35 tokens, plus the JSON).
+DESCRIBE_CALL_TOKENS = 64
 
 OnText = Callable[[str], None]
 
@@ -381,8 +387,9 @@ class _ReasoningStream:
 
     KEY = '"reasoning"'
 
-    def __init__(self, sink: OnText) -> None:
+    def __init__(self, sink: OnText, lead: str = "") -> None:
         self.sink = sink
+        self.lead = lead  # sent before the first text (a space between a two-turn prompt's two reasonings)
         self.buf = ""
         self.pos = -1  # index in buf where the string value starts; -1 until found
         self.done = False
@@ -427,7 +434,8 @@ class _ReasoningStream:
             i += 1
         self.pos = i
         if out:
-            self.sink("".join(out))
+            self.sink(self.lead + "".join(out))
+            self.lead = ""
 
 
 def _call(llm: ChatBackend, messages: list[Any], schema: dict[str, Any], max_tokens: int, deadline: float, on_text: OnText | None, purpose: str) -> StructuredResult:
@@ -467,8 +475,8 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     messages, offered = render_prompt(rt, case, fast)
     by_id = {c.id: c for c in offered.clauses}
     turns = two_turn(prompt_name)
-    schema = suggestion_schema(corpus.taxonomy, list(by_id), case, reasoning=not turns)
-    reasoning: str | None = None  # a two-turn prompt's turn-1 answer, merged into every turn-2 answer
+    schema = suggestion_schema(corpus.taxonomy, list(by_id), case)
+    described = ""  # a two-turn prompt's turn-1 description of the case: the rationale's first sentence
     tokens = [0, 0]
     spent = [0]  # completion tokens charged to the request's budget
     repair_reasons: list[str] = []
@@ -488,23 +496,25 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
 
     def account(res: StructuredResult, cap: int) -> Checked:
         charge(res, cap)
-        data = res.data if reasoning is None or res.data is None else {**res.data, "reasoning": reasoning}
-        return check_suggestion(data, res.error, by_id, corpus, case, echo_lines)
+        return check_suggestion(res.data, res.error, by_id, corpus, case, echo_lines)
 
     stream = _ReasoningStream(on_text) if on_text is not None else None
     try:
-        if turns:  # turn 1: the reasoning from the case alone (what streams first), then the decision with the clauses
-            cap = min(call_tokens(), REASONING_CALL_TOKENS)
-            first = _call(llm, messages, reasoning_schema(), cap, deadline, stream.feed if stream else None, "suggest-reasoning")
+        if turns:  # turn 1: the case alone, described (what streams first); turn 2: the whole answer, clauses in view
+            cap = min(call_tokens(), DESCRIBE_CALL_TOKENS)
+            first = _call(llm, messages, reasoning_schema(), cap, deadline, stream.feed if stream else None, "suggest-describe")
             charge(first, cap)
             said = (first.data or {}).get("reasoning")
-            reasoning = said.strip() if isinstance(said, str) else ""
-            # the decision's repair cannot change this text, so a faulty one is replaced here rather than repaired
-            if CLAUSE_ID_RE.search(reasoning) or echoes(reasoning, echo_lines, case.text()):
-                repair_reasons.append(f"turn-1 reasoning not shown: {ECHO_ERROR if not CLAUSE_ID_RE.search(reasoning) else 'it names a clause ID'}")
-                reasoning = NO_CASE_REASONING
-            turn1 = json.dumps({"reasoning": said if isinstance(said, str) else ""}, ensure_ascii=False, separators=(",", ":"))
+            said = said.strip() if isinstance(said, str) else ""
+            # the answer's repair cannot change this text: a faulty one is left out of the rationale instead
+            if CLAUSE_ID_RE.search(said) or echoes(said, echo_lines, case.text()):
+                repair_reasons.append("turn-1 description left out: " + ("it names a clause ID" if CLAUSE_ID_RE.search(said) else ECHO_ERROR))
+            else:
+                described = said
+            turn1 = json.dumps({"reasoning": said}, ensure_ascii=False, separators=(",", ":"))
             messages = [*messages, AIMessage(turn1), decide_message(fast.scores, offered.clauses, prompt_name)]
+            if on_text is not None:  # turn 2's reasoning streams on, after the description
+                stream = _ReasoningStream(on_text, lead=" " if described else "")
         cap = call_tokens()
         checked = account(_call(llm, messages, schema, cap, deadline, stream.feed if stream else None, "suggest"), cap)
         if checked.errors:
@@ -549,7 +559,10 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     if (reason := language_reason(case)) is not None:  # the LLM reads other languages, but the corpus and scores do not
         decision.abstain_reasons.append(reason)
         decision.action = Action.escalate
-    rationale = out.reasoning.strip() or "(no reasoning given)"
+    reasoning = out.reasoning.strip()
+    if described and reasoning == NO_CASE_REASONING:  # the description still speaks to this case
+        reasoning = ""
+    rationale = " ".join(r for r in (described, reasoning) if r) or "(no reasoning given)"
     notes = [*checked.dropped, *decision.notes]
     if notes:
         rationale += " Note: " + "; ".join(notes) + "."

@@ -58,8 +58,9 @@ def _system_cached(name: str, version: str, labels_block: str) -> str:  # versio
 
 
 def two_turn(prompt_name: str = SUGGEST_PROMPT) -> bool:
-    """A prompt with a ``decide`` section asks for the reasoning from the case alone (turn 1), then sends the candidate
-    clauses and scores (turn 2): the reasoning streams after ~60 per-case prompt tokens instead of ~180."""
+    """A prompt with a ``decide`` section asks for a description of the case alone (turn 1), then sends the candidate
+    clauses and scores (turn 2, the whole answer with its own short reasoning): the rationale starts streaming after
+    ~60 per-case prompt tokens instead of ~180."""
     return "decide" in load_prompt(prompt_name).sections
 
 
@@ -133,15 +134,15 @@ def with_repair(messages: Sequence[BaseMessage], prompt_name: str, errors: Seque
 
 
 def reasoning_schema() -> dict[str, Any]:
-    """Turn 1 of a two-turn prompt: the reasoning alone."""
+    """Turn 1 of a two-turn prompt: the description of the case alone."""
     return {
-        "title": "case_reasoning", "description": "What the case does and why, from the case alone.", "type": "object",
+        "title": "case_description", "description": "Who says what to whom and how it is meant, from the case alone.", "type": "object",
         "properties": {"reasoning": {"type": "string", "maxLength": REASONING_MAX_CHARS}},
         "required": ["reasoning"], "additionalProperties": False,
     }
 
 
-def suggestion_schema(taxonomy: Taxonomy, clause_ids: Sequence[str], case: Case | None = None, reasoning: bool = True) -> dict[str, Any]:
+def suggestion_schema(taxonomy: Taxonomy, clause_ids: Sequence[str], case: Case | None = None) -> dict[str, Any]:
     """The answer's shape. Enums hold the labels, the actions and only the clause IDs offered in this prompt, so a
     constrained local model cannot even write another ID; with ``case``, evidence items carry ``x-substring-of`` (the
     case's field texts as shown in the prompt) so a local model can only quote the case. Remote models are checked
@@ -150,7 +151,7 @@ def suggestion_schema(taxonomy: Taxonomy, clause_ids: Sequence[str], case: Case 
     evidence_items: dict[str, Any] = {"type": "string", "maxLength": EVIDENCE_MAX_CHARS}
     if case is not None:
         evidence_items = {**evidence_items, "x-substring-of": [text[:CASE_CHARS_IN_PROMPT] for _, text in case.segments()]}
-    schema: dict[str, Any] = {
+    return {
         "title": "moderation_suggestion",
         "description": "The suggestion for one case: reasoning first, then labels, cited clause IDs, evidence quotes, action, abstain.",
         "type": "object",
@@ -165,14 +166,6 @@ def suggestion_schema(taxonomy: Taxonomy, clause_ids: Sequence[str], case: Case 
         "required": ["reasoning", "labels", "clause_ids", "evidence", "action", "abstain"],
         "additionalProperties": False,
     }
-    return schema if reasoning else _without_reasoning(schema)
-
-
-def _without_reasoning(schema: dict[str, Any]) -> dict[str, Any]:
-    """Turn 2 of a two-turn prompt: the same answer, the reasoning already given."""
-    props = {k: v for k, v in schema["properties"].items() if k != "reasoning"}
-    return {**schema, "description": "The decision for one case: labels, cited clause IDs, evidence quotes, action, abstain.",
-            "properties": props, "required": [k for k in schema["required"] if k != "reasoning"]}
 
 
 def ask_messages(question: str, clauses: Sequence[Clause]) -> list[BaseMessage]:

@@ -395,9 +395,10 @@ def test_full_path_escalates_a_non_english_case_and_the_cache_tells_languages_ap
 
 
 # ---- local llama.cpp backend with SmolLM2-135M ----------------------------------------------------------------
-# ---- the two-turn prompt (suggest_v4): reasoning from the case alone, then the decision -------------------------
-TWO_TURN = "suggest_v4"
-REASONING = {"reasoning": "Calls a group vermin and wants them driven out."}
+# ---- the two-turn prompt (suggest_v6): a description of the case alone, then the answer with the clauses ---------
+TWO_TURN = "suggest_v6"
+DESCRIBED = {"reasoning": "A poster calls the people of a town vermin who must all leave."}
+DECIDED = "Calls a group vermin and wants them driven out."  # valid_answer's reasoning
 
 
 @pytest.fixture
@@ -412,50 +413,48 @@ def _tool(body: dict[str, Any]) -> str:
     return str(body["tools"][0]["function"]["name"])
 
 
-def test_two_turn_prompt_reasons_from_the_case_then_decides_with_the_clauses(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
-    fake.push(REASONING, valid_answer(two_turn_rt))
+def test_two_turn_prompt_describes_the_case_then_answers_with_the_clauses(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push(DESCRIBED, valid_answer(two_turn_rt))
     case = Case.from_text(HATE + " (two turns)")
     sug = suggest(two_turn_rt, case, mode="full")
     assert sug.path == "full" and sug.fallback_reason is None and sug.repair_reasons == []
     assert sug.prompt_version and sug.prompt_version.startswith(f"{TWO_TURN}@")
     first, second = fake.requests
-    assert _tool(first) == "case_reasoning" and "clause_ids" not in first["tools"][0]["function"]["parameters"]["properties"]
+    assert _tool(first) == "case_description" and list(first["tools"][0]["function"]["parameters"]["properties"]) == ["reasoning"]
     turn1 = _user_prompt(first)
     assert "vermin" in turn1 and "Candidate clauses" not in turn1 and "HAT-" not in turn1
-    # turn 2 carries turn 1's answer, then the candidate clauses and scores
-    roles = [m["role"] for m in second["messages"]]
-    assert roles == ["system", "user", "assistant", "user"]
-    assert json.loads(second["messages"][2]["content"]) == REASONING
+    # turn 2 carries turn 1's answer, then the candidate clauses and scores; it answers in full, its own reasoning first
+    assert [m["role"] for m in second["messages"]] == ["system", "user", "assistant", "user"]
+    assert json.loads(second["messages"][2]["content"]) == DESCRIBED
     assert "Candidate clauses" in second["messages"][3]["content"] and _enum(second)
-    assert "reasoning" not in second["tools"][0]["function"]["parameters"]["properties"]
-    assert sug.rationale.startswith(REASONING["reasoning"]) and "hate" in sug.labels
+    assert _tool(second) == "moderation_suggestion"
+    assert sug.rationale.startswith(f"{DESCRIBED['reasoning']} {DECIDED}") and "hate" in sug.labels
     assert {c.clause_id for c in sug.citations} <= set(_enum(second))
     assert (sug.prompt_tokens, sug.completion_tokens) == (200, 40)  # both calls counted
 
 
-def test_two_turn_reasoning_that_repeats_an_example_is_replaced_not_repaired(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
-    from copilot.llm.chain import NO_CASE_REASONING
-
-    fake.push({"reasoning": "Calls a religious group rats to be driven out."}, valid_answer(two_turn_rt))  # the prompt's first example
+def test_two_turn_description_that_repeats_an_example_is_left_out_not_repaired(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    example = {"reasoning": "Tells a religious group they are rats to be driven out, meant seriously."}  # the prompt's first example
+    fake.push(example, valid_answer(two_turn_rt))
     sug = suggest(two_turn_rt, Case.from_text(HATE + " (two turns, echo)"), mode="full")
     assert len(fake.requests) == 2  # a repair of turn 2 could not change turn 1's words
-    assert sug.path == "full" and sug.rationale.startswith(NO_CASE_REASONING) and "rats" not in sug.rationale
-    assert len(sug.repair_reasons) == 1 and sug.repair_reasons[0].startswith("turn-1 reasoning not shown")
+    assert sug.path == "full" and sug.rationale.startswith(DECIDED) and "rats" not in sug.rationale
+    assert len(sug.repair_reasons) == 1 and sug.repair_reasons[0].startswith("turn-1 description left out")
 
 
-def test_two_turn_invalid_decision_gets_one_repair_of_turn_two(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
-    fake.push(REASONING, INVALID, valid_answer(two_turn_rt))
+def test_two_turn_invalid_answer_gets_one_repair_of_turn_two(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push(DESCRIBED, INVALID, valid_answer(two_turn_rt))
     sug = suggest(two_turn_rt, Case.from_text(HATE + " (two turns, repair)"), mode="full")
     assert len(fake.requests) == 3 and _tool(fake.requests[2]) == "moderation_suggestion"
     repair = fake.requests[2]["messages"]
     assert [m["role"] for m in repair] == ["system", "user", "assistant", "user"]
     assert "Candidate clauses" in repair[3]["content"] and "XYZ-9.9" in repair[3]["content"]  # the errors, appended to turn 2
-    assert sug.path == "full" and sug.rationale.startswith(REASONING["reasoning"]) and "XYZ-9.9" not in sug.rationale
+    assert sug.path == "full" and sug.rationale.startswith(f"{DESCRIBED['reasoning']} {DECIDED}") and "XYZ-9.9" not in sug.rationale
     assert any("XYZ-9.9" in r for r in sug.repair_reasons)
 
 
-def test_two_turn_streams_the_turn_one_reasoning(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
-    fake.push(REASONING, valid_answer(two_turn_rt))
+def test_two_turn_streams_the_description_then_the_answer_reasoning(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push(DESCRIBED, valid_answer(two_turn_rt))
     gen = stream_rationale(two_turn_rt, Case.from_text(HATE + " (two turns, stream)"))
     chunks = []
     try:
@@ -463,8 +462,8 @@ def test_two_turn_streams_the_turn_one_reasoning(two_turn_rt: Runtime, fake: Fak
             chunks.append(next(gen))
     except StopIteration as stop:
         sug = stop.value
-    assert "".join(chunks) == REASONING["reasoning"]
-    assert isinstance(sug, Suggestion) and sug.path == "full" and sug.rationale.startswith(REASONING["reasoning"])
+    assert "".join(chunks) == f"{DESCRIBED['reasoning']} {DECIDED}"
+    assert isinstance(sug, Suggestion) and sug.path == "full" and sug.rationale.startswith("".join(chunks))
 
 
 @pytest.fixture(scope="module")
@@ -683,7 +682,7 @@ def test_smollm_two_turn_prompt_reuses_turn_one_in_turn_two(smol_rt: Runtime) ->
     _assert_valid_or_documented_fallback(rt, sug, case)
     assert sug.prompt_version and sug.prompt_version.startswith(f"{TWO_TURN}@")
     calls = list(rt.llm.history)[n_calls:]
-    assert [purpose for purpose, _ in calls[:2]] == ["suggest-reasoning", "suggest"]
+    assert [purpose for purpose, _ in calls[:2]] == ["suggest-describe", "suggest"]
     first, second = calls[0][1], calls[1][1]
     assert first.data is not None and set(first.data) == {"reasoning"}  # turn 1's grammar allows the reasoning alone
     # turn 2 starts from the KV state turn 1 left (its prompt and answer): only the new message is evaluated

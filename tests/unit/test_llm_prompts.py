@@ -88,22 +88,21 @@ def test_every_suggestion_prompt_file_renders_with_the_placeholders_the_chain_fi
             assert p.placeholders("user") == {"clauses", "scores", "content_type", "case"}, name
 
 
-@pytest.mark.parametrize("name", ["suggest_v4", "suggest_v5"])
-def test_two_turn_prompt_shows_the_case_alone_first_then_clauses_and_scores(corpus: Corpus, name: str) -> None:
+def test_two_turn_prompt_shows_the_case_alone_first_then_clauses_and_scores(corpus: Corpus) -> None:
+    name = "suggest_v6"
     assert two_turn(name) and not two_turn("suggest_v2")
     case = Case(title="Town meeting", caption="You people are vermin and should be driven out of this town.", comments=["agree", "report this"])
     clauses = [corpus.get(cid) for cid in ("HAT-1.1", "HAT-2.1", "HAT-9.1", "HAR-1.1")]
     msgs = suggest_messages(corpus, case, _scores(), clauses, name)
     decide = decide_message(_scores(), clauses, name)
-    schema = suggestion_schema(corpus.taxonomy, [c.id for c in clauses], case, reasoning=False)
+    schema = suggestion_schema(corpus.taxonomy, [c.id for c in clauses], case)
     text = (f"### system\n{msgs[0].content}\n### user (turn 1)\n{msgs[1].content}\n### turn 1 schema\n{json.dumps(reasoning_schema(), indent=1)}\n"
             f"### user (turn 2)\n{decide.content}\n### turn 2 schema\n{json.dumps(schema, indent=1)}\n")
     compare_snapshot(f"{name}_prompt.txt", text)
     turn1 = str(msgs[1].content)
     assert "vermin" in turn1 and "HAT-" not in turn1 and "0.81" not in turn1  # the reasoning is written before clauses and scores
     assert all(c.id in str(decide.content) for c in clauses) and "hate 0.81*" in str(decide.content)
-    assert list(schema["properties"]) == ["labels", "clause_ids", "evidence", "action", "abstain"]
-    assert schema["required"] == list(schema["properties"])
+    assert list(reasoning_schema()["properties"]) == ["reasoning"]
     # the same fixed prefix for every case: its KV state is reused
     assert suggest_messages(corpus, Case.from_text("hello"), _scores(), clauses[:1], name)[0].content == msgs[0].content
 
