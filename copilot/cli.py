@@ -163,9 +163,10 @@ def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder 
                    mask_own_negatives: Annotated[bool, typer.Option(help="Never push an anchor away from a hard negative drawn for another "
                                                                            "anchor of its own clause. Off by default: the shipped model was trained "
                                                                            "without it, and with it measured lower (benchmarks/RESULTS.md).")] = False,
-                   extra: Annotated[list[Path] | None, typer.Option(help="Training-query JSONL file ({text, clause_id} per line), repeatable, "
-                                                                         "e.g. models/embedder_train/*.jsonl; never eval/retrieval. None by "
-                                                                         "default: the shipped model used none (with them: RESULTS.md).")] = None) -> None:
+                   extra: Annotated[list[Path] | None, typer.Option(exists=True, dir_okay=False, help="Training-query JSONL file ({text, "
+                                                                         "clause_id} per line); repeat --extra per file, e.g. --extra "
+                                                                         "models/embedder_train/queries_part_a.jsonl. Never eval/retrieval. None by "
+                                                                         "default: the shipped model used none (with them: benchmarks/RESULTS.md).")] = None) -> None:
     """Fine-tune the retrieval embedder on the corpus (examples and summaries -> their clause, hard negatives from
     confusable clauses), starting from the packaged all-MiniLM-L6-v2. Retrieval queries are never used.
 
@@ -174,20 +175,18 @@ def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder 
     About 11 minutes on 2 cores for 3 epochs."""
     from copilot.policy import load_corpus
     from copilot.retrieval.embedder import base_embedder_path
-    from copilot.retrieval.finetune import FinetuneArgs, finetune
+    from copilot.retrieval.finetune import FinetuneArgs, finetune, load_extra_anchors
 
     s = get_settings()
     out_dir = out or s.models_dir / "embedder"
     files = tuple(extra or ())
-    from copilot.config import PROJECT_ROOT
-
-    if any(p.resolve().is_relative_to((PROJECT_ROOT / "eval").resolve()) for p in files):
-        raise typer.BadParameter("training queries must not come from eval/ (those measure the result)", param_hint="--extra")
+    corpus = load_corpus(s.corpus_dir)
     try:
-        info = finetune(load_corpus(s.corpus_dir), base_embedder_path(), FinetuneArgs(
-            out_dir=out_dir, epochs=epochs, hard_negatives=hard_negatives, mask_own_clause_negatives=mask_own_negatives, extra_anchors=files))
+        load_extra_anchors(corpus, files)  # checked before anything loads: errors name file:line
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--extra") from exc
+    info = finetune(corpus, base_embedder_path(), FinetuneArgs(
+        out_dir=out_dir, epochs=epochs, hard_negatives=hard_negatives, mask_own_clause_negatives=mask_own_negatives, extra_anchors=files))
     print(f"embedder fine-tuned on {info['anchors']} anchors ({sum(info['extra_anchors'].values())} from {len(files)} training-query files) "
           f"in {info['seconds']} s -> {out_dir}")
 

@@ -202,7 +202,8 @@ class LLMBudget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timeout_s: float | None = Field(None, gt=0, le=600, description="Seconds for the LLM calls of this request (first answer and repair together).")
-    max_tokens: int | None = Field(None, ge=64, le=8192, description="Completion tokens for this request (first answer and repair together; "
+    max_tokens: int | None = Field(None, ge=64, le=8192, description="Completion tokens for this request (all its LLM calls together: "
+                                                                    "the answer, a repair, and with a two-turn prompt the description first; "
                                                                     "an answer takes ~75, so a repair needs room for a second one).")
 
 

@@ -110,8 +110,9 @@ CACHE_SIZE = 512
 # passed every check and are kept).
 NO_CASE_REASONING = ("The model gave no case-specific reasoning (its answer repeated the prompt); its labels and citations passed "
                      "the checks and are combined with the classifier's as usual.")
-# Two-turn prompts: the cap of turn 1 (the description alone: at most REASONING_MAX_CHARS, ~35 tokens, plus the JSON).
-DESCRIBE_CALL_TOKENS = 64
+# Two-turn prompts: the cap of turn 1 (the description alone: at most REASONING_MAX_CHARS characters, ~35 tokens in
+# English, but up to about one token a character in other scripts, plus the JSON).
+DESCRIBE_CALL_TOKENS = 160
 
 OnText = Callable[[str], None]
 
@@ -390,6 +391,7 @@ class _ReasoningStream:
     def __init__(self, sink: OnText, lead: str = "") -> None:
         self.sink = sink
         self.lead = lead  # sent before the first text (a space between a two-turn prompt's two reasonings)
+        self.emitted = False  # whether any text (not only ticks) reached the sink
         self.buf = ""
         self.pos = -1  # index in buf where the string value starts; -1 until found
         self.done = False
@@ -436,6 +438,7 @@ class _ReasoningStream:
         if out:
             self.sink(self.lead + "".join(out))
             self.lead = ""
+            self.emitted = True
 
 
 def _call(llm: ChatBackend, messages: list[Any], schema: dict[str, Any], max_tokens: int, deadline: float, on_text: OnText | None, purpose: str) -> StructuredResult:
@@ -477,6 +480,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     turns = two_turn(prompt_name)
     schema = suggestion_schema(corpus.taxonomy, list(by_id), case)
     described = ""  # a two-turn prompt's turn-1 description of the case: the rationale's first sentence
+    described_note: str | None = None  # why a description was left out of the rationale
     tokens = [0, 0]
     spent = [0]  # completion tokens charged to the request's budget
     repair_reasons: list[str] = []
@@ -505,16 +509,25 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
             first = _call(llm, messages, reasoning_schema(), cap, deadline, stream.feed if stream else None, "suggest-describe")
             charge(first, cap)
             said = (first.data or {}).get("reasoning")
-            said = said.strip() if isinstance(said, str) else ""
-            # the answer's repair cannot change this text: a faulty one is left out of the rationale instead
-            if CLAUSE_ID_RE.search(said) or echoes(said, echo_lines, case.text()):
-                repair_reasons.append("turn-1 description left out: " + ("it names a clause ID" if CLAUSE_ID_RE.search(said) else ECHO_ERROR))
+            # the answer's repair cannot change this text: a faulty one is left out of the rationale (and of the
+            # conversation: turn 2 must not read, as its own words, a clause ID or an instruction taken from the case)
+            if not isinstance(said, str):
+                described_note = f"the model's description of the case was left out ({first.error or 'no description'})"
+            elif CLAUSE_ID_RE.search(said) or echoes(said, echo_lines, case.text()):
+                described_note = "the model's description of the case was left out (" + (
+                    "it named a clause" if CLAUSE_ID_RE.search(said) else "it repeated the prompt") + ")"
             else:
-                described = said
-            turn1 = json.dumps({"reasoning": said}, ensure_ascii=False, separators=(",", ":"))
+                described = said.strip()
+            # as the model wrote it (compact JSON, unstripped), so the KV state of its own tokens is reused in turn 2
+            turn1 = json.dumps({"reasoning": said if described else ""}, ensure_ascii=False, separators=(",", ":"))
             messages = [*messages, AIMessage(turn1), decide_message(fast.scores, offered.clauses, prompt_name)]
             if on_text is not None:  # turn 2's reasoning streams on, after the description
-                stream = _ReasoningStream(on_text, lead=" " if described else "")
+                on_text("")  # a consumer gone during turn 1 stops the chain here, before turn 2's prompt
+                stream = _ReasoningStream(on_text, lead=" " if stream is not None and stream.emitted else "")
+            if token_budget is not None and call_tokens() < MIN_CALL_TOKENS:
+                sug = _fallback(rt, fast, f"the request's token budget ({token_budget}) was spent on the description of the case, "
+                                "so no answer", t0, prompt_version, (tokens[0], tokens[1]))
+                return sug
         cap = call_tokens()
         checked = account(_call(llm, messages, schema, cap, deadline, stream.feed if stream else None, "suggest"), cap)
         if checked.errors:
@@ -524,7 +537,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
             # the repair's pieces only tick the sink: its reasoning would repeat what the console already shows
             ticks = (lambda _piece: on_text("")) if on_text is not None else None
             first_checked = checked
-            repair_reasons = list(checked.errors)
+            repair_reasons = [*repair_reasons, *checked.errors]
             if (cap := call_tokens()) >= MIN_CALL_TOKENS:
                 checked = account(_call(llm, with_repair(messages, prompt_name, checked.errors), schema, cap, deadline, ticks, "suggest-repair"), cap)
             elif checked.errors != [ECHO_ERROR]:  # an echo-only answer is still kept below, without its words
@@ -560,10 +573,12 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
         decision.abstain_reasons.append(reason)
         decision.action = Action.escalate
     reasoning = out.reasoning.strip()
-    if described and reasoning == NO_CASE_REASONING:  # the description still speaks to this case
+    if described and reasoning == NO_CASE_REASONING:  # the description still speaks to this case; a note says the rest
         reasoning = ""
     rationale = " ".join(r for r in (described, reasoning) if r) or "(no reasoning given)"
-    notes = [*checked.dropped, *decision.notes]
+    notes = [*([described_note] if described_note else []), *checked.dropped, *decision.notes]
+    if described and out.reasoning.strip() == NO_CASE_REASONING:
+        notes.insert(0, "the model gave no case-specific reasoning for its labels (it repeated the prompt)")
     if notes:
         rationale += " Note: " + "; ".join(notes) + "."
     if decision.abstain_reasons:

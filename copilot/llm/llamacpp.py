@@ -283,7 +283,9 @@ class LlamaCppChat(BaseChatModel):
             opening = forced_opening(json_schema) if (json_schema is not None and prefill) else ""
             forced = self._tokenize(opening) if opening else []
             tokens = tokens + forced
-            budget = min(max_tokens or self.max_tokens, self.n_ctx - len(tokens) - 1)
+            if max_tokens is not None and max_tokens <= 0:
+                raise LLMError(f"max_tokens must be positive, not {max_tokens}")
+            budget = min(max_tokens if max_tokens is not None else self.max_tokens, self.n_ctx - len(tokens) - 1)
             if budget <= 0:
                 raise LLMError(f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}")
             cached = self._prepare_prefix(tokens, prefix_len)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from copilot.config import PROJECT_ROOT
 from copilot.policy.corpus import Corpus
 from copilot.retrieval.chunks import Chunk, corpus_chunks
 
@@ -70,22 +71,32 @@ def corpus_anchors(corpus: Corpus) -> tuple[list[Anchor], dict[str, str], dict[s
 
 
 def load_extra_anchors(corpus: Corpus, paths: tuple[Path, ...]) -> list[Anchor]:
-    """Training queries from JSONL files; an unknown or retired clause ID is an error with file:line, not a skip."""
+    """Training queries from JSONL files. Anything wrong (a file under eval/, unreadable text, a line that is not a
+    {"text", "clause_id"} object with a non-empty text, an unknown or retired clause) is an error naming file:line,
+    never a skip: a silently smaller training set would be measured as a recipe change."""
+    evaluation = (PROJECT_ROOT / "eval").resolve()
     out: list[Anchor] = []
     for path in paths:
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if path.resolve().is_relative_to(evaluation):
+            raise ValueError(f"{path}: training queries must not come from eval/ (those measure the result)")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read it as UTF-8 text ({exc})") from exc
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                text, cid = str(row["text"]).strip(), str(row["clause_id"])
+                text, cid = row["text"], row["clause_id"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{n}: not a {{\"text\", \"clause_id\"}} object ({exc})") from exc
+            if not isinstance(text, str) or not text.strip() or not isinstance(cid, str):
+                raise ValueError(f"{path}:{n}: not a {{\"text\", \"clause_id\"}} object (text must be a non-empty string)")
             clause = corpus.clauses.get(cid)
             if clause is None or clause.status != "active":
                 raise ValueError(f"{path}:{n}: {cid} is not an active clause of corpus {corpus.version}")
-            if text:
-                out.append(Anchor(text, cid))
+            out.append(Anchor(text.strip(), cid))
     return out
 
 
@@ -133,6 +144,7 @@ def _batches(items: list[int], clause_of: list[str], size: int, rng: random.Rand
 
 
 def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
+    extra = load_extra_anchors(corpus, args.extra_anchors)  # before the model loads: a bad line fails at once
     import torch
     from sentence_transformers import SentenceTransformer
     from tqdm.auto import tqdm
@@ -144,7 +156,6 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
     inference_max_len = model.max_seq_length
     model.max_seq_length = args.max_seq_length
     anchors, heads, examples = corpus_anchors(corpus)
-    extra = load_extra_anchors(corpus, args.extra_anchors)
     anchors += extra
     chunks = corpus_chunks(corpus)
     negatives: list[list[str]] = [[] for _ in anchors]
@@ -207,7 +218,7 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
             "example_positive_share": args.example_positive_share, "max_seq_length_train": args.max_seq_length,
             "dtype": "float16" if args.fp16 else "float32", "seconds": round(time.time() - t0, 1),
             "own_clause_negatives_masked": args.mask_own_clause_negatives,
-            "extra_anchors": {str(p.name): sum(1 for line in p.read_text(encoding="utf-8").splitlines() if line.strip()) for p in args.extra_anchors},
+            "extra_anchors": {str(p): len(load_extra_anchors(corpus, (p,))) for p in args.extra_anchors},
             "corpus_version": corpus.version, "trained_at": datetime.now(UTC).isoformat(timespec="seconds")}
     (args.out_dir / "finetune.json").write_text(json.dumps(info, indent=2))
     return info

@@ -433,13 +433,42 @@ def test_two_turn_prompt_describes_the_case_then_answers_with_the_clauses(two_tu
     assert (sug.prompt_tokens, sug.completion_tokens) == (200, 40)  # both calls counted
 
 
+EXAMPLE_DESCRIPTION = {"reasoning": "Tells a religious group they are rats to be driven out, meant seriously."}  # the prompt's first example
+
+
 def test_two_turn_description_that_repeats_an_example_is_left_out_not_repaired(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
-    example = {"reasoning": "Tells a religious group they are rats to be driven out, meant seriously."}  # the prompt's first example
-    fake.push(example, valid_answer(two_turn_rt))
+    fake.push(EXAMPLE_DESCRIPTION, valid_answer(two_turn_rt))
     sug = suggest(two_turn_rt, Case.from_text(HATE + " (two turns, echo)"), mode="full")
-    assert len(fake.requests) == 2  # a repair of turn 2 could not change turn 1's words
+    assert len(fake.requests) == 2 and sug.repair_reasons == []  # a repair of turn 2 could not change turn 1's words
     assert sug.path == "full" and sug.rationale.startswith(DECIDED) and "rats" not in sug.rationale
-    assert len(sug.repair_reasons) == 1 and sug.repair_reasons[0].startswith("turn-1 description left out")
+    assert "description of the case was left out (it repeated the prompt)" in sug.rationale
+    # turn 2 does not read the faulty text as its own words
+    assert json.loads(fake.requests[1]["messages"][2]["content"]) == {"reasoning": ""}
+
+
+def test_two_turn_description_left_out_and_a_repaired_answer_keep_both_reasons(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push(EXAMPLE_DESCRIPTION, INVALID, valid_answer(two_turn_rt))
+    sug = suggest(two_turn_rt, Case.from_text(HATE + " (two turns, echo and repair)"), mode="full")
+    assert len(fake.requests) == 3 and sug.path == "full"
+    assert any("XYZ-9.9" in r for r in sug.repair_reasons)
+    assert sug.rationale.startswith(DECIDED) and "description of the case was left out" in sug.rationale
+
+
+def test_two_turn_description_without_the_field_is_left_out_and_said(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    fake.push({"summary": "not the field asked for"}, valid_answer(two_turn_rt))
+    sug = suggest(two_turn_rt, Case.from_text(HATE + " (two turns, no description)"), mode="full")
+    assert sug.path == "full" and sug.rationale.startswith(DECIDED) and "description of the case was left out" in sug.rationale
+    assert json.loads(fake.requests[1]["messages"][2]["content"]) == {"reasoning": ""}
+
+
+def test_two_turn_budget_spent_on_the_description_falls_back_without_a_second_call(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    from copilot.schema import LLMBudget
+
+    fake.push(DESCRIBED, valid_answer(two_turn_rt))  # the fake charges 20 completion tokens a call: 64 - 20 leaves 44
+    sug = suggest(two_turn_rt, Case.from_text(HATE + " (two turns, budget)"), mode="full", budget=LLMBudget(max_tokens=64))
+    assert len(fake.requests) == 1 and sug.path == "fast"
+    assert "token budget (64) was spent on the description" in (sug.fallback_reason or "")
+    assert fake.requests[0].get("max_completion_tokens", fake.requests[0].get("max_tokens")) == 64
 
 
 def test_two_turn_invalid_answer_gets_one_repair_of_turn_two(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:

@@ -38,3 +38,24 @@ def test_a_bad_training_line_is_an_error_with_file_and_line(corpus: Corpus, tmp_
     path.write_text('{"text": "can I post my ex\'s address?", "clause_id": "PRV-1.1", "kind": "question"}\n' + line + "\n")
     with pytest.raises(ValueError, match=rf"queries\.jsonl:2: .*{re.escape(message)}"):
         load_extra_anchors(corpus, (path,))
+
+
+def test_training_queries_are_not_copies_of_the_retrieval_eval_queries() -> None:
+    """The eval queries measure the embedder: a training line that rewords one would leak it (token Jaccard >= 0.6)."""
+
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+    evals = [words(json.loads(line)["query"]) for f in sorted((PROJECT_ROOT / "eval" / "retrieval" / "queries").glob("*.jsonl"))
+             for line in f.read_text().splitlines() if line.strip()]
+    assert len(evals) >= 250
+    for f in sorted(TRAIN_DIR.glob("*.jsonl")):
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            w = words(json.loads(line)["text"])
+            close = max(len(w & e) / len(w | e) for e in evals)
+            assert close < 0.6, f"{f.name}:{n} is close to an eval query (Jaccard {close:.2f})"
+
+
+def test_files_under_eval_are_refused_as_training_queries(corpus: Corpus) -> None:
+    with pytest.raises(ValueError, match="must not come from eval/"):
+        load_extra_anchors(corpus, (PROJECT_ROOT / "eval" / "retrieval" / "queries" / "hate.jsonl",))

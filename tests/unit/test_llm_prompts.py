@@ -88,6 +88,18 @@ def test_every_suggestion_prompt_file_renders_with_the_placeholders_the_chain_fi
             assert p.placeholders("user") == {"clauses", "scores", "content_type", "case"}, name
 
 
+def test_an_unknown_suggestion_prompt_is_refused_at_start() -> None:
+    from pydantic import ValidationError
+
+    from copilot.config import Settings
+
+    with pytest.raises(ValidationError, match=r"suggest_v99: no such prompt file \(known: .*suggest_v2"):
+        Settings(llm_suggest_prompt="suggest_v99")
+    with pytest.raises(ValidationError, match="pattern"):
+        Settings(llm_suggest_prompt="../../etc/passwd")
+    assert Settings(llm_suggest_prompt="suggest_v6").llm_suggest_prompt == "suggest_v6"
+
+
 def test_two_turn_prompt_shows_the_case_alone_first_then_clauses_and_scores(corpus: Corpus) -> None:
     name = "suggest_v6"
     assert two_turn(name) and not two_turn("suggest_v2")
