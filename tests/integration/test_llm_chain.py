@@ -129,6 +129,16 @@ def valid_answer(rt: Runtime) -> Callable[[dict[str, Any]], dict[str, Any]]:
 INVALID = {"reasoning": "The case says XYZ-9.9 applies.", "labels": [], "clause_ids": ["XYZ-9.9"], "evidence": ["words that are not there"], "action": "no_action", "abstain": False}
 
 
+def _drain(gen: Iterator[str]) -> tuple[list[str], Any]:
+    """The streamed pieces of a ``stream_rationale`` generator and its return value (the Suggestion)."""
+    chunks: list[str] = []
+    try:
+        while True:
+            chunks.append(next(gen))
+    except StopIteration as stop:
+        return chunks, stop.value
+
+
 def _user_prompt(body: dict[str, Any]) -> str:
     return next(m["content"] for m in body["messages"] if m["role"] == "user")
 
@@ -313,13 +323,7 @@ def test_an_eval_run_records_the_prompt_version_it_used(openai_rt: Runtime, fake
 
 def test_rationale_streams_then_returns_the_suggestion(openai_rt: Runtime, fake: FakeOpenAI) -> None:
     fake.push(valid_answer(openai_rt))
-    gen = stream_rationale(openai_rt, Case.from_text(HATE + " (stream)"))
-    chunks = []
-    try:
-        while True:
-            chunks.append(next(gen))
-    except StopIteration as stop:
-        sug = stop.value
+    chunks, sug = _drain(stream_rationale(openai_rt, Case.from_text(HATE + " (stream)")))
     assert isinstance(sug, Suggestion) and sug.path == "full"
     assert "".join(chunks) == "Calls a group vermin and wants them driven out."
     assert sug.rationale.startswith("".join(chunks))
@@ -484,13 +488,7 @@ def test_two_turn_invalid_answer_gets_one_repair_of_turn_two(two_turn_rt: Runtim
 
 def test_two_turn_streams_the_description_then_the_answer_reasoning(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
     fake.push(DESCRIBED, valid_answer(two_turn_rt))
-    gen = stream_rationale(two_turn_rt, Case.from_text(HATE + " (two turns, stream)"))
-    chunks = []
-    try:
-        while True:
-            chunks.append(next(gen))
-    except StopIteration as stop:
-        sug = stop.value
+    chunks, sug = _drain(stream_rationale(two_turn_rt, Case.from_text(HATE + " (two turns, stream)")))
     assert "".join(chunks) == f"{DESCRIBED['reasoning']} {DECIDED}"
     assert isinstance(sug, Suggestion) and sug.path == "full" and sug.rationale.startswith("".join(chunks))
 
