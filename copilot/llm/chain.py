@@ -64,6 +64,7 @@ deadline (COPILOT_LLM_TIMEOUT_S) bounds them.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -113,6 +114,8 @@ NO_CASE_REASONING = ("The model gave no case-specific reasoning (its answer repe
 # Two-turn prompts: the cap of turn 1 (the description alone: at most REASONING_MAX_CHARS characters, ~35 tokens in
 # English, but up to about one token a character in other scripts, plus the JSON).
 DESCRIBE_CALL_TOKENS = 160
+# Two-turn prompts: a turn-2 reasoning this similar to the description (difflib ratio) is not repeated in the rationale.
+REPEAT_RATIO = 0.8
 
 OnText = Callable[[str], None]
 
@@ -575,6 +578,8 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     reasoning = out.reasoning.strip()
     if described and reasoning == NO_CASE_REASONING:  # the description still speaks to this case; a note says the rest
         reasoning = ""
+    if described and difflib.SequenceMatcher(None, described.lower(), reasoning.lower()).ratio() >= REPEAT_RATIO:
+        reasoning = ""  # turn 2 often says its description again (seen on `make run`): once is enough
     rationale = " ".join(r for r in (described, reasoning) if r) or "(no reasoning given)"
     notes = [*([described_note] if described_note else []), *checked.dropped, *decision.notes]
     if described and out.reasoning.strip() == NO_CASE_REASONING:

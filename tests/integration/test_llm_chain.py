@@ -465,6 +465,14 @@ def test_two_turn_description_without_the_field_is_left_out_and_said(two_turn_rt
     assert json.loads(fake.requests[1]["messages"][2]["content"]) == {"reasoning": ""}
 
 
+def test_two_turn_answer_that_repeats_the_description_is_shown_once(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
+    again = lambda body: {**valid_answer(two_turn_rt)(body), "reasoning": DESCRIBED["reasoning"].rstrip(".") + ", which fits the prohibition."}  # noqa: E731
+    fake.push(DESCRIBED, again)
+    sug = suggest(two_turn_rt, Case.from_text(HATE + " (two turns, said twice)"), mode="full")
+    assert sug.path == "full" and sug.rationale.startswith(DESCRIBED["reasoning"])
+    assert sug.rationale.count("vermin who must all leave") == 1
+
+
 def test_two_turn_budget_spent_on_the_description_falls_back_without_a_second_call(two_turn_rt: Runtime, fake: FakeOpenAI) -> None:
     from copilot.schema import LLMBudget
 
