@@ -528,9 +528,8 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
                 on_text("")  # a consumer gone during turn 1 stops the chain here, before turn 2's prompt
                 stream = _ReasoningStream(on_text, lead=" " if stream is not None and stream.emitted else "")
             if token_budget is not None and call_tokens() < MIN_CALL_TOKENS:
-                sug = _fallback(rt, fast, f"the request's token budget ({token_budget}) was spent on the description of the case, "
-                                "so no answer", t0, prompt_version, (tokens[0], tokens[1]))
-                return sug
+                return _fallback(rt, fast, f"the request's token budget ({token_budget}) was spent on the description of the case, "
+                                 "so no answer", t0, prompt_version, (tokens[0], tokens[1]))
         cap = call_tokens()
         checked = account(_call(llm, messages, schema, cap, deadline, stream.feed if stream else None, "suggest"), cap)
         if checked.errors:
