@@ -175,18 +175,16 @@ def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder 
     About 11 minutes on 2 cores for 3 epochs."""
     from copilot.policy import load_corpus
     from copilot.retrieval.embedder import base_embedder_path
-    from copilot.retrieval.finetune import FinetuneArgs, finetune, load_extra_anchors
+    from copilot.retrieval.finetune import FinetuneArgs, TrainingDataError, finetune
 
     s = get_settings()
     out_dir = out or s.models_dir / "embedder"
     files = tuple(extra or ())
-    corpus = load_corpus(s.corpus_dir)
-    try:
-        load_extra_anchors(corpus, files)  # checked before anything loads: errors name file:line
-    except ValueError as exc:
+    try:  # the files are read before the model loads: a bad line fails at once, naming file:line
+        info = finetune(load_corpus(s.corpus_dir), base_embedder_path(), FinetuneArgs(
+            out_dir=out_dir, epochs=epochs, hard_negatives=hard_negatives, mask_own_clause_negatives=mask_own_negatives, extra_anchors=files))
+    except TrainingDataError as exc:
         raise typer.BadParameter(str(exc), param_hint="--extra") from exc
-    info = finetune(corpus, base_embedder_path(), FinetuneArgs(
-        out_dir=out_dir, epochs=epochs, hard_negatives=hard_negatives, mask_own_clause_negatives=mask_own_negatives, extra_anchors=files))
     print(f"embedder fine-tuned on {info['anchors']} anchors ({sum(info['extra_anchors'].values())} from {len(files)} training-query files) "
           f"in {info['seconds']} s -> {out_dir}")
 

@@ -64,7 +64,6 @@ deadline (COPILOT_LLM_TIMEOUT_S) bounds them.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import logging
@@ -82,7 +81,7 @@ from langchain_core.messages import AIMessage
 
 from copilot.errors import CopilotError
 from copilot.llm.base import ChatBackend, StructuredResult
-from copilot.llm.checks import CLAUSE_ID_RE, ECHO_ERROR, Checked, EchoLines, LLMSuggestion, check_suggestion, echoes, prompt_lines
+from copilot.llm.checks import CLAUSE_ID_RE, ECHO_ERROR, Checked, EchoLines, LLMSuggestion, check_suggestion, echoes, prompt_lines, text_ratio
 from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
 from copilot.llm.render import (
     decide_message,
@@ -575,14 +574,13 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
         decision.abstain_reasons.append(reason)
         decision.action = Action.escalate
     reasoning = out.reasoning.strip()
+    notes = [*([described_note] if described_note else []), *checked.dropped, *decision.notes]
     if described and reasoning == NO_CASE_REASONING:  # the description still speaks to this case; a note says the rest
         reasoning = ""
-    if described and difflib.SequenceMatcher(None, described.lower(), reasoning.lower()).ratio() >= REPEAT_RATIO:
+        notes.insert(0, "the model gave no case-specific reasoning for its labels (it repeated the prompt)")
+    if described and text_ratio(described.lower(), reasoning.lower()) >= REPEAT_RATIO:
         reasoning = ""  # turn 2 often says its description again (seen on `make run`): once is enough
     rationale = " ".join(r for r in (described, reasoning) if r) or "(no reasoning given)"
-    notes = [*([described_note] if described_note else []), *checked.dropped, *decision.notes]
-    if described and out.reasoning.strip() == NO_CASE_REASONING:
-        notes.insert(0, "the model gave no case-specific reasoning for its labels (it repeated the prompt)")
     if notes:
         rationale += " Note: " + "; ".join(notes) + "."
     if decision.abstain_reasons:

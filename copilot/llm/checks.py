@@ -200,7 +200,7 @@ def _norm(text: str) -> str:
     return " ".join(w.lower() for w in _WORD.findall(text))
 
 
-def _ratio(a: str, b: str) -> float:
+def text_ratio(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
@@ -212,7 +212,7 @@ def echoes(reasoning: str, lines: EchoLines, case_text: str = "") -> bool:
     instructions, examples, generic = lines.normalized
     in_case = set(_norm(case_text).split())
     for ne in examples:
-        ratio = _ratio(r, ne)
+        ratio = text_ratio(r, ne)
         if ratio >= ECHO_EXAMPLE_RATIO:
             return True
         if ratio >= ECHO_EXAMPLE_CLOSE:
@@ -220,7 +220,7 @@ def echoes(reasoning: str, lines: EchoLines, case_text: str = "") -> bool:
             if len(alien) >= ECHO_ALIEN_WORDS:
                 return True
     for n in instructions:
-        if _ratio(r, n) >= ECHO_MIN_RATIO:
+        if text_ratio(r, n) >= ECHO_MIN_RATIO:
             return True
         line_words = set(n.split())
         if len(words) >= ECHO_MIN_WORDS and sum(w in line_words for w in words) >= 0.9 * len(words) \

@@ -70,6 +70,10 @@ def corpus_anchors(corpus: Corpus) -> tuple[list[Anchor], dict[str, str], dict[s
     return anchors, heads, examples
 
 
+class TrainingDataError(ValueError):
+    """A training-query file that cannot be used as given (the CLI reports it as a bad --extra)."""
+
+
 def load_extra_anchors(corpus: Corpus, paths: tuple[Path, ...]) -> list[Anchor]:
     """Training queries from JSONL files. Anything wrong (a file under eval/, unreadable text, a line that is not a
     {"text", "clause_id"} object with a non-empty text, an unknown or retired clause) is an error naming file:line,
@@ -78,11 +82,11 @@ def load_extra_anchors(corpus: Corpus, paths: tuple[Path, ...]) -> list[Anchor]:
     out: list[Anchor] = []
     for path in paths:
         if path.resolve().is_relative_to(evaluation):
-            raise ValueError(f"{path}: training queries must not come from eval/ (those measure the result)")
+            raise TrainingDataError(f"{path}: training queries must not come from eval/ (those measure the result)")
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read it as UTF-8 text ({exc})") from exc
+            raise TrainingDataError(f"{path}: cannot read it as UTF-8 text ({exc})") from exc
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -90,12 +94,12 @@ def load_extra_anchors(corpus: Corpus, paths: tuple[Path, ...]) -> list[Anchor]:
                 row = json.loads(line)
                 text, cid = row["text"], row["clause_id"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{n}: not a {{\"text\", \"clause_id\"}} object ({exc})") from exc
+                raise TrainingDataError(f"{path}:{n}: not a {{\"text\", \"clause_id\"}} object ({exc})") from exc
             if not isinstance(text, str) or not text.strip() or not isinstance(cid, str):
-                raise ValueError(f"{path}:{n}: not a {{\"text\", \"clause_id\"}} object (text must be a non-empty string)")
+                raise TrainingDataError(f"{path}:{n}: not a {{\"text\", \"clause_id\"}} object (text must be a non-empty string)")
             clause = corpus.clauses.get(cid)
             if clause is None or clause.status != "active":
-                raise ValueError(f"{path}:{n}: {cid} is not an active clause of corpus {corpus.version}")
+                raise TrainingDataError(f"{path}:{n}: {cid} is not an active clause of corpus {corpus.version}")
             out.append(Anchor(text.strip(), cid))
     return out
 
@@ -144,7 +148,8 @@ def _batches(items: list[int], clause_of: list[str], size: int, rng: random.Rand
 
 
 def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
-    extra = load_extra_anchors(corpus, args.extra_anchors)  # before the model loads: a bad line fails at once
+    # read once, before the model loads: a bad line fails at once (TrainingDataError)
+    extra_by_file = {str(p): load_extra_anchors(corpus, (p,)) for p in args.extra_anchors}
     import torch
     from sentence_transformers import SentenceTransformer
     from tqdm.auto import tqdm
@@ -156,7 +161,7 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
     inference_max_len = model.max_seq_length
     model.max_seq_length = args.max_seq_length
     anchors, heads, examples = corpus_anchors(corpus)
-    anchors += extra
+    anchors += [a for file_anchors in extra_by_file.values() for a in file_anchors]
     chunks = corpus_chunks(corpus)
     negatives: list[list[str]] = [[] for _ in anchors]
     if args.hard_negatives:
@@ -218,7 +223,7 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
             "example_positive_share": args.example_positive_share, "max_seq_length_train": args.max_seq_length,
             "dtype": "float16" if args.fp16 else "float32", "seconds": round(time.time() - t0, 1),
             "own_clause_negatives_masked": args.mask_own_clause_negatives,
-            "extra_anchors": {str(p): len(load_extra_anchors(corpus, (p,))) for p in args.extra_anchors},
+            "extra_anchors": {path: len(file_anchors) for path, file_anchors in extra_by_file.items()},
             "corpus_version": corpus.version, "trained_at": datetime.now(UTC).isoformat(timespec="seconds")}
     (args.out_dir / "finetune.json").write_text(json.dumps(info, indent=2))
     return info

@@ -129,3 +129,13 @@ def test_keys_list_and_revoke_take_effect_on_the_running_service(server, setting
     again = copilot("keys", "revoke", key_id, settings=settings)
     assert again.returncode != 0 and "already revoked" in again.stderr
     assert copilot("keys", "revoke", "999999", settings=settings).returncode != 0
+
+
+def test_finetune_embedder_refuses_a_bad_training_file_before_loading_anything(settings: Settings, tmp_path: Path) -> None:
+    bad = tmp_path / "queries.jsonl"
+    bad.write_text('{"text": "can I post my ex\'s address?", "clause_id": "PRV-1.1"}\n{"text": "x", "clause_id": "ZZZ-1.1"}\n')
+    out = tmp_path / "embedder"
+    r = copilot("index", "finetune-embedder", "--out", str(out), "--extra", str(bad), settings=settings, env={"COLUMNS": "400"})  # one line
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--extra" in r.stderr and "queries.jsonl:2" in r.stderr and "ZZZ-1.1" in r.stderr
+    assert not out.exists()
