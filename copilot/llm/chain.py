@@ -77,15 +77,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from langchain_core.messages import AIMessage
-
 from copilot.errors import CopilotError
 from copilot.llm.base import ChatBackend, StructuredResult
 from copilot.llm.checks import CLAUSE_ID_RE, ECHO_ERROR, Checked, EchoLines, LLMSuggestion, check_suggestion, echoes, prompt_lines, text_ratio
 from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
 from copilot.llm.render import (
-    decide_message,
     reasoning_schema,
+    second_turn,
     suggest_messages,
     suggest_system_text,
     suggestion_schema,
@@ -522,7 +520,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
                 described = said.strip()
             # as the model wrote it (compact JSON, unstripped), so the KV state of its own tokens is reused in turn 2
             turn1 = json.dumps({"reasoning": said if described else ""}, ensure_ascii=False, separators=(",", ":"))
-            messages = [*messages, AIMessage(turn1), decide_message(fast.scores, offered.clauses, prompt_name)]
+            messages = second_turn(messages, turn1, case, fast.scores, offered.clauses, prompt_name)
             if on_text is not None:  # turn 2's reasoning streams on, after the description
                 on_text("")  # a consumer gone during turn 1 stops the chain here, before turn 2's prompt
                 stream = _ReasoningStream(on_text, lead=" " if stream is not None and stream.emitted else "")

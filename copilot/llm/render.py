@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from copilot.llm.prompts import ASK_PROMPT, SUGGEST_PROMPT, load_prompt
 from copilot.policy.corpus import Corpus
@@ -64,6 +64,13 @@ def two_turn(prompt_name: str = SUGGEST_PROMPT) -> bool:
     return "decide" in load_prompt(prompt_name).sections
 
 
+def branches(prompt_name: str = SUGGEST_PROMPT) -> bool:
+    """A two-turn prompt that also has a ``describe`` section does not show turn 1's description to turn 2: both calls
+    send the case first, then their own request (``describe`` or ``decide``), so turn 2 reuses the KV state of the
+    case but decides as if the description had never been written (suggest_v7)."""
+    return two_turn(prompt_name) and "describe" in load_prompt(prompt_name).sections
+
+
 def unsupported_labels(scores: Sequence[LabelScore]) -> list[str]:
     return [s.label for s in scores if not s.supported]
 
@@ -109,19 +116,31 @@ def case_block(case: Case, limit: int = CASE_CHARS_IN_PROMPT) -> str:
 def suggest_messages(
     corpus: Corpus, case: Case, scores: Sequence[LabelScore], clauses: Sequence[Clause], prompt_name: str = SUGGEST_PROMPT,
 ) -> list[BaseMessage]:
-    """The first call's messages: for a two-turn prompt the case alone (`decide_message` brings the rest later)."""
+    """The first call's messages: for a two-turn prompt the case alone, or with a branching one the case and the
+    request for a description (`second_turn` brings the rest later)."""
     prompt = load_prompt(prompt_name)
     values = {"content_type": case.content_type.value, "case": case_block(case)}
     if not two_turn(prompt_name):
         values.update(clauses="\n".join(clause_line(c, "title") for c in clauses), scores=scores_line(scores))
     user = prompt.render("user", **values)
+    if branches(prompt_name):
+        user += "\n\n" + prompt.render("describe")
     return [SystemMessage(suggest_system_text(corpus, unsupported_labels(scores), prompt_name)), HumanMessage(user)]
 
 
-def decide_message(scores: Sequence[LabelScore], clauses: Sequence[Clause], prompt_name: str) -> HumanMessage:
-    """Turn 2 of a two-turn prompt: the candidate clauses and the classifier's scores."""
-    return HumanMessage(load_prompt(prompt_name).render(
-        "decide", clauses="\n".join(clause_line(c, "title") for c in clauses), scores=scores_line(scores)))
+def second_turn(
+    first: Sequence[BaseMessage], described: str, case: Case, scores: Sequence[LabelScore], clauses: Sequence[Clause], prompt_name: str,
+) -> list[BaseMessage]:
+    """Turn 2 of a two-turn prompt: the candidate clauses and the classifier's scores. ``described`` is turn 1's
+    answer as the model wrote it (compact JSON), so that the KV state of its tokens is reused. A branching prompt
+    instead sends the case again, then the clauses: the KV state is shared up to the end of the case, and turn 2
+    never reads the description."""
+    prompt = load_prompt(prompt_name)
+    decide = prompt.render("decide", clauses="\n".join(clause_line(c, "title") for c in clauses), scores=scores_line(scores))
+    if branches(prompt_name):
+        user = prompt.render("user", content_type=case.content_type.value, case=case_block(case))
+        return [first[0], HumanMessage(f"{user}\n\n{decide}")]
+    return [*first, AIMessage(described), HumanMessage(decide)]
 
 
 def with_repair(messages: Sequence[BaseMessage], prompt_name: str, errors: Sequence[str]) -> list[BaseMessage]:

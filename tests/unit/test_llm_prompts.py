@@ -14,10 +14,11 @@ from copilot.llm.prompts import ASK_PROMPT, SUGGEST_PROMPT, load_prompt
 from copilot.llm.render import (
     ask_messages,
     ask_schema,
+    branches,
     case_block,
-    decide_message,
     defuse,
     reasoning_schema,
+    second_turn,
     suggest_messages,
     suggestion_schema,
     two_turn,
@@ -84,6 +85,7 @@ def test_every_suggestion_prompt_file_renders_with_the_placeholders_the_chain_fi
         assert p.placeholders("system") == {"labels"} and p.placeholders("repair") == {"errors"}, name
         if two_turn(name):
             assert (p.placeholders("user"), p.placeholders("decide")) == ({"content_type", "case"}, {"clauses", "scores"}), name
+            assert not branches(name) or p.placeholders("describe") == set(), name
         else:
             assert p.placeholders("user") == {"clauses", "scores", "content_type", "case"}, name
 
@@ -106,7 +108,9 @@ def test_two_turn_prompt_shows_the_case_alone_first_then_clauses_and_scores(corp
     case = Case(title="Town meeting", caption="You people are vermin and should be driven out of this town.", comments=["agree", "report this"])
     clauses = [corpus.get(cid) for cid in ("HAT-1.1", "HAT-2.1", "HAT-9.1", "HAR-1.1")]
     msgs = suggest_messages(corpus, case, _scores(), clauses, name)
-    decide = decide_message(_scores(), clauses, name)
+    second = second_turn(msgs, '{"reasoning":"A user calls a group vermin."}', case, _scores(), clauses, name)
+    assert [m.type for m in second] == ["system", "human", "ai", "human"] and second[:2] == msgs  # the conversation goes on
+    decide = second[-1]
     schema = suggestion_schema(corpus.taxonomy, [c.id for c in clauses], case)
     text = (f"### system\n{msgs[0].content}\n### user (turn 1)\n{msgs[1].content}\n### turn 1 schema\n{json.dumps(reasoning_schema(), indent=1)}\n"
             f"### user (turn 2)\n{decide.content}\n### turn 2 schema\n{json.dumps(schema, indent=1)}\n")
@@ -279,3 +283,24 @@ def test_echo_check_spots_instruction_lines_and_example_reasoning_not_case_descr
     assert echoes(copied, lines, "those people are vermin and should be driven out of our town")
     assert not echoes(copied, lines, "the rats of that religious group should be driven out of our town, calls the post")
     assert not echoes("A gaming video with no policy issue.", lines, "gaming stream highlights, GG")
+
+
+def test_branching_prompt_sends_the_case_first_in_both_calls_and_never_shows_the_description(corpus: Corpus) -> None:
+    name = "suggest_v7"
+    assert branches(name) and two_turn(name) and not branches("suggest_v6") and not branches(SUGGEST_PROMPT)
+    case = Case(title="Town meeting", caption="You people are vermin and should be driven out of this town.", comments=["agree", "report this"])
+    clauses = [corpus.get(cid) for cid in ("HAT-1.1", "HAT-2.1", "HAT-9.1", "HAR-1.1")]
+    msgs = suggest_messages(corpus, case, _scores(), clauses, name)
+    described = '{"reasoning":"A DESCRIPTION THE SECOND CALL MUST NOT SEE."}'
+    second = second_turn(msgs, described, case, _scores(), clauses, name)
+    schema = suggestion_schema(corpus.taxonomy, [c.id for c in clauses], case)
+    text = (f"### system\n{msgs[0].content}\n### user (call 1)\n{msgs[1].content}\n### call 1 schema\n{json.dumps(reasoning_schema(), indent=1)}\n"
+            f"### user (call 2)\n{second[1].content}\n### call 2 schema\n{json.dumps(schema, indent=1)}\n")
+    compare_snapshot(f"{name}_prompt.txt", text)
+    assert [m.type for m in second] == ["system", "human"] and second[0] == msgs[0]
+    call1, call2 = str(msgs[1].content), str(second[1].content)
+    assert "DESCRIPTION" not in call2 and "HAT-" not in call1 and "0.81" not in call1
+    assert call1.endswith("Describe the case.") and all(c.id in call2 for c in clauses) and "hate 0.81*" in call2
+    # both calls carry the same text up to the end of the case: the second reuses the first's KV state of it
+    shared = call1[:call1.index("</case>") + len("</case>")]
+    assert "vermin" in shared and call2.startswith(shared)
