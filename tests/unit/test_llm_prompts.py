@@ -14,9 +14,10 @@ from copilot.llm.prompts import ASK_PROMPT, SUGGEST_PROMPT, load_prompt
 from copilot.llm.render import (
     ask_messages,
     ask_schema,
-    branches,
     case_block,
     defuse,
+    describe_messages,
+    describes_first,
     reasoning_schema,
     second_turn,
     suggest_messages,
@@ -85,9 +86,10 @@ def test_every_suggestion_prompt_file_renders_with_the_placeholders_the_chain_fi
         assert p.placeholders("system") == {"labels"} and p.placeholders("repair") == {"errors"}, name
         if two_turn(name):
             assert (p.placeholders("user"), p.placeholders("decide")) == ({"content_type", "case"}, {"clauses", "scores"}), name
-            assert not branches(name) or p.placeholders("describe") == set(), name
         else:
             assert p.placeholders("user") == {"clauses", "scores", "content_type", "case"}, name
+        if describes_first(name):
+            assert p.placeholders("describe") == set() and p.placeholders("describe_case") == {"content_type", "case"}, name
 
 
 def test_an_unknown_suggestion_prompt_is_refused_at_start() -> None:
@@ -108,7 +110,7 @@ def test_two_turn_prompt_shows_the_case_alone_first_then_clauses_and_scores(corp
     case = Case(title="Town meeting", caption="You people are vermin and should be driven out of this town.", comments=["agree", "report this"])
     clauses = [corpus.get(cid) for cid in ("HAT-1.1", "HAT-2.1", "HAT-9.1", "HAR-1.1")]
     msgs = suggest_messages(corpus, case, _scores(), clauses, name)
-    second = second_turn(msgs, '{"reasoning":"A user calls a group vermin."}', case, _scores(), clauses, name)
+    second = second_turn(msgs, '{"reasoning":"A user calls a group vermin."}', _scores(), clauses, name)
     assert [m.type for m in second] == ["system", "human", "ai", "human"] and second[:2] == msgs  # the conversation goes on
     decide = second[-1]
     schema = suggestion_schema(corpus.taxonomy, [c.id for c in clauses], case)
@@ -285,22 +287,25 @@ def test_echo_check_spots_instruction_lines_and_example_reasoning_not_case_descr
     assert not echoes("A gaming video with no policy issue.", lines, "gaming stream highlights, GG")
 
 
-def test_branching_prompt_sends_the_case_first_in_both_calls_and_never_shows_the_description(corpus: Corpus) -> None:
-    name = "suggest_v7"
-    assert branches(name) and two_turn(name) and not branches("suggest_v6") and not branches(SUGGEST_PROMPT)
+def test_describe_first_prompt_asks_for_a_description_then_sends_v2_unchanged(corpus: Corpus) -> None:
+    name = "suggest_v8"
+    assert describes_first(name) and not two_turn(name) and not describes_first("suggest_v6") and not describes_first(SUGGEST_PROMPT)
+    v2, v8 = load_prompt("suggest_v2"), load_prompt(name)
+    # the answer's call is v2's prompt, byte for byte: the same labels, citations and reasoning under greedy decoding
+    assert (v8.sections["system"], v8.sections["user"]) == (v2.sections["system"], v2.sections["user"])
     case = Case(title="Town meeting", caption="You people are vermin and should be driven out of this town.", comments=["agree", "report this"])
     clauses = [corpus.get(cid) for cid in ("HAT-1.1", "HAT-2.1", "HAT-9.1", "HAR-1.1")]
-    msgs = suggest_messages(corpus, case, _scores(), clauses, name)
-    described = '{"reasoning":"A DESCRIPTION THE SECOND CALL MUST NOT SEE."}'
-    second = second_turn(msgs, described, case, _scores(), clauses, name)
-    schema = suggestion_schema(corpus.taxonomy, [c.id for c in clauses], case)
-    text = (f"### system\n{msgs[0].content}\n### user (call 1)\n{msgs[1].content}\n### call 1 schema\n{json.dumps(reasoning_schema(), indent=1)}\n"
-            f"### user (call 2)\n{second[1].content}\n### call 2 schema\n{json.dumps(schema, indent=1)}\n")
-    compare_snapshot(f"{name}_prompt.txt", text)
-    assert [m.type for m in second] == ["system", "human"] and second[0] == msgs[0]
-    call1, call2 = str(msgs[1].content), str(second[1].content)
-    assert "DESCRIPTION" not in call2 and "HAT-" not in call1 and "0.81" not in call1
-    assert call1.endswith("Describe the case.") and all(c.id in call2 for c in clauses) and "hate 0.81*" in call2
-    # both calls carry the same text up to the end of the case: the second reuses the first's KV state of it
-    shared = call1[:call1.index("</case>") + len("</case>")]
-    assert "vermin" in shared and call2.startswith(shared)
+    answer = suggest_messages(corpus, case, _scores(), clauses, name)
+    assert [m.content for m in answer] == [m.content for m in suggest_messages(corpus, case, _scores(), clauses, "suggest_v2")]
+    described = describe_messages(corpus, case, _scores(), name)
+    text = (f"### system\n{described[0].content}\n### user (description call)\n{described[1].content}\n"
+            f"### description schema\n{json.dumps(reasoning_schema(), indent=1)}\n")
+    compare_snapshot(f"{name}_describe_prompt.txt", text)
+    call1 = str(described[1].content)
+    # the description call's system message is the answer's plus the request: a second fixed, KV-cached prefix, so
+    # the per-case part of the description call is the case alone
+    assert str(described[0].content).startswith(str(answer[0].content)) and "describe" in str(described[0].content)[len(str(answer[0].content)):]
+    assert call1.startswith("<case") and call1.endswith("</case>") and "vermin" in call1
+    assert "HAT-" not in call1 and "0.81" not in call1 and "Candidate clauses" not in call1
+    other = describe_messages(corpus, Case.from_text("hello"), _scores(), name)
+    assert other[0].content == described[0].content
