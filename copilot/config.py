@@ -83,11 +83,9 @@ class Settings(BaseSettings):
                                   "decode passes, but on 2 CPU cores a 10-token verification pass costs nearly two single ones: +3 % "
                                   "speed at 2 threads, -3 % at 1 (benchmarks/RESULTS.md), so it is off by default")
     llm_suggest_prompt: str = Field("suggest_v2", pattern=r"^suggest_v\d+$", description="Suggestion prompt file under "
-                                    "copilot/llm/prompts (its version id is stored with every suggestion). A prompt with a `describe` "
-                                    "section (suggest_v8) first asks, in a call of its own, for a description of the case, which "
-                                    "streams within a second, then sends its answer prompt (v8: v2's, which never sees the "
-                                    "description); one with a `decide` section (suggest_v6) runs as a two-turn conversation "
-                                    "(benchmarks/RESULTS.md).")
+                                    "copilot/llm/prompts (its version id is stored with every suggestion). A prompt with a `decide` "
+                                    "section (suggest_v6) runs in two turns: a description of the case alone, which streams "
+                                    "within a second, then the answer with the clauses and scores in view (benchmarks/RESULTS.md).")
 
     # Media (video / audio cases)
     media_enabled: bool = Field(True, description="Accept video and audio cases (loads the speech model at start).")

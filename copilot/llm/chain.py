@@ -77,16 +77,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from langchain_core.messages import AIMessage
+
 from copilot.errors import CopilotError
 from copilot.llm.base import ChatBackend, StructuredResult
 from copilot.llm.checks import CLAUSE_ID_RE, ECHO_ERROR, Checked, EchoLines, LLMSuggestion, check_suggestion, echoes, prompt_lines, text_ratio
 from copilot.llm.prompts import SUGGEST_PROMPT, load_prompt
 from copilot.llm.render import (
-    describe_messages,
-    describe_system_text,
-    describes_first,
+    decide_message,
     reasoning_schema,
-    second_turn,
     suggest_messages,
     suggest_system_text,
     suggestion_schema,
@@ -94,7 +93,6 @@ from copilot.llm.render import (
     unsupported_labels,
     with_repair,
 )
-from copilot.policy.corpus import Corpus
 from copilot.runtime import Runtime
 from copilot.schema import ACTION_SEVERITY, Action, Case, Citation, Clause, LLMBudget, Suggestion
 from copilot.suggest import language_reason
@@ -250,18 +248,9 @@ def render_prompt(rt: Runtime, case: Case, fast: Suggestion) -> tuple[list[Any],
 
 
 def warm_up(rt: Runtime) -> None:
-    """Load the LLM and cache the KV state of the fixed suggestion prefixes (the service may call this at start)."""
+    """Load the LLM and cache the KV state of the fixed suggestion prefix (the service may call this at start)."""
     unsupported = [label for label in rt.corpus.taxonomy.labels if label not in set(rt.classifier.labels)]
-    for text in fixed_prefixes(rt.corpus, unsupported, rt.settings.llm_suggest_prompt):
-        rt.llm.warm_prefix(text)
-
-
-def fixed_prefixes(corpus: Corpus, unsupported: list[str], prompt_name: str) -> list[str]:
-    """The system messages whose KV state is cached: the answer's, and a describe-first prompt's description call's."""
-    texts = [suggest_system_text(corpus, unsupported, prompt_name)]
-    if describes_first(prompt_name):
-        texts.append(describe_system_text(corpus, unsupported, prompt_name))
-    return texts
+    rt.llm.warm_prefix(suggest_system_text(rt.corpus, unsupported, rt.settings.llm_suggest_prompt))
 
 
 # ---- ensemble -------------------------------------------------------------------------------------------------------
@@ -482,8 +471,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
             on_text(hit.rationale)
         return hit
     try:  # one-time work outside the request's budget: evaluate (or restore) the fixed prefix's KV state
-        for text in fixed_prefixes(corpus, unsupported_labels(fast.scores), prompt_name):
-            llm.warm_prefix(text)
+        llm.warm_prefix(suggest_system_text(corpus, unsupported_labels(fast.scores), prompt_name))
     except Exception as exc:
         return _fallback(rt, fast, f"LLM call failed: {getattr(exc, 'detail', None) or f'{type(exc).__name__}: {exc}'}", t0, prompt_version)
     timeout_s = min(rt.settings.llm_timeout_s, budget.timeout_s or rt.settings.llm_timeout_s) if budget else rt.settings.llm_timeout_s
@@ -492,7 +480,6 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     messages, offered = render_prompt(rt, case, fast)
     by_id = {c.id: c for c in offered.clauses}
     turns = two_turn(prompt_name)
-    describes = describes_first(prompt_name)
     schema = suggestion_schema(corpus.taxonomy, list(by_id), case)
     described = ""  # a two-turn prompt's turn-1 description of the case: the rationale's first sentence
     described_note: str | None = None  # why a description was left out of the rationale
@@ -519,10 +506,9 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
 
     stream = _ReasoningStream(on_text) if on_text is not None else None
     try:
-        if turns or describes:  # first the case alone, described (what streams first); then the whole answer
+        if turns:  # turn 1: the case alone, described (what streams first); turn 2: the whole answer, clauses in view
             cap = min(call_tokens(), DESCRIBE_CALL_TOKENS)
-            asked = messages if turns else describe_messages(corpus, case, fast.scores, prompt_name)
-            first = _call(llm, asked, reasoning_schema(), cap, deadline, stream.feed if stream else None, "suggest-describe")
+            first = _call(llm, messages, reasoning_schema(), cap, deadline, stream.feed if stream else None, "suggest-describe")
             charge(first, cap)
             said = (first.data or {}).get("reasoning")
             # the answer's repair cannot change this text: a faulty one is left out of the rationale (and of the
@@ -536,8 +522,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
                 described = said.strip()
             # as the model wrote it (compact JSON, unstripped), so the KV state of its own tokens is reused in turn 2
             turn1 = json.dumps({"reasoning": said if described else ""}, ensure_ascii=False, separators=(",", ":"))
-            if turns:  # a describes_first prompt's answer never sees the description: its messages stay as rendered
-                messages = second_turn(messages, turn1, fast.scores, offered.clauses, prompt_name)
+            messages = [*messages, AIMessage(turn1), decide_message(fast.scores, offered.clauses, prompt_name)]
             if on_text is not None:  # turn 2's reasoning streams on, after the description
                 on_text("")  # a consumer gone during turn 1 stops the chain here, before turn 2's prompt
                 stream = _ReasoningStream(on_text, lead=" " if stream is not None and stream.emitted else "")

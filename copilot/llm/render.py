@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from copilot.llm.prompts import ASK_PROMPT, SUGGEST_PROMPT, load_prompt
 from copilot.policy.corpus import Corpus
@@ -64,13 +64,6 @@ def two_turn(prompt_name: str = SUGGEST_PROMPT) -> bool:
     return "decide" in load_prompt(prompt_name).sections
 
 
-def describes_first(prompt_name: str = SUGGEST_PROMPT) -> bool:
-    """A one-call prompt with a ``describe`` section first asks, in a call of its own, for a description of the case
-    (the same system prefix, then the case alone: what streams first), then sends its usual prompt for the answer,
-    which never sees the description (suggest_v8: v2's answer, its first word after ~70 per-case tokens)."""
-    return not two_turn(prompt_name) and "describe" in load_prompt(prompt_name).sections
-
-
 def unsupported_labels(scores: Sequence[LabelScore]) -> list[str]:
     return [s.label for s in scores if not s.supported]
 
@@ -116,7 +109,7 @@ def case_block(case: Case, limit: int = CASE_CHARS_IN_PROMPT) -> str:
 def suggest_messages(
     corpus: Corpus, case: Case, scores: Sequence[LabelScore], clauses: Sequence[Clause], prompt_name: str = SUGGEST_PROMPT,
 ) -> list[BaseMessage]:
-    """The answer's messages; for a two-turn prompt the case alone (`second_turn` brings the rest later)."""
+    """The first call's messages: for a two-turn prompt the case alone (`decide_message` brings the rest later)."""
     prompt = load_prompt(prompt_name)
     values = {"content_type": case.content_type.value, "case": case_block(case)}
     if not two_turn(prompt_name):
@@ -125,23 +118,10 @@ def suggest_messages(
     return [SystemMessage(suggest_system_text(corpus, unsupported_labels(scores), prompt_name)), HumanMessage(user)]
 
 
-def describe_system_text(corpus: Corpus, unsupported: Sequence[str], prompt_name: str) -> str:
-    """The description call's system message: the answer's, then the request for a description. Fixed per corpus
-    version like the answer's, so it is a KV-cached prefix of its own (the per-case part is the case alone)."""
-    return suggest_system_text(corpus, unsupported, prompt_name) + "\n\n" + load_prompt(prompt_name).render("describe")
-
-
-def describe_messages(corpus: Corpus, case: Case, scores: Sequence[LabelScore], prompt_name: str) -> list[BaseMessage]:
-    """The description call of a `describes_first` prompt: its own system prefix, then the case alone."""
-    user = load_prompt(prompt_name).render("describe_case", content_type=case.content_type.value, case=case_block(case))
-    return [SystemMessage(describe_system_text(corpus, unsupported_labels(scores), prompt_name)), HumanMessage(user)]
-
-
-def second_turn(first: Sequence[BaseMessage], described: str, scores: Sequence[LabelScore], clauses: Sequence[Clause], prompt_name: str) -> list[BaseMessage]:
-    """Turn 2 of a two-turn prompt: turn 1's answer as the model wrote it (compact JSON, so the KV state of its tokens
-    is reused), then the candidate clauses and the classifier's scores."""
-    decide = load_prompt(prompt_name).render("decide", clauses="\n".join(clause_line(c, "title") for c in clauses), scores=scores_line(scores))
-    return [*first, AIMessage(described), HumanMessage(decide)]
+def decide_message(scores: Sequence[LabelScore], clauses: Sequence[Clause], prompt_name: str) -> HumanMessage:
+    """Turn 2 of a two-turn prompt: the candidate clauses and the classifier's scores."""
+    return HumanMessage(load_prompt(prompt_name).render(
+        "decide", clauses="\n".join(clause_line(c, "title") for c in clauses), scores=scores_line(scores)))
 
 
 def with_repair(messages: Sequence[BaseMessage], prompt_name: str, errors: Sequence[str]) -> list[BaseMessage]:

@@ -501,52 +501,6 @@ def test_two_turn_streams_the_description_then_the_answer_reasoning(two_turn_rt:
     assert isinstance(sug, Suggestion) and sug.path == "full" and sug.rationale.startswith("".join(chunks))
 
 
-
-
-# ---- describe first (suggest_v8): a description call of its own, then v2's prompt, which never sees it ------------
-DESCRIBE_FIRST = "suggest_v8"
-
-
-@pytest.fixture
-def describe_first_rt(openai_rt: Runtime) -> Runtime:
-    rt = Runtime(openai_rt.settings.model_copy(update={"llm_suggest_prompt": DESCRIBE_FIRST}))
-    rt._values.update({k: v for k, v in openai_rt._values.items() if k != "llm"})
-    suggestion_cache(rt).clear()
-    return rt
-
-
-def test_describe_first_sends_v2s_prompt_for_the_answer_without_the_description(describe_first_rt: Runtime, openai_rt: Runtime,
-                                                                                  fake: FakeOpenAI) -> None:
-    fake.push(DESCRIBED, valid_answer(describe_first_rt), valid_answer(openai_rt))
-    case = Case.from_text(HATE + " (describe first)")
-    sug = suggest(describe_first_rt, case, mode="full")
-    assert sug.path == "full" and sug.fallback_reason is None and sug.prompt_version and sug.prompt_version.startswith(f"{DESCRIBE_FIRST}@")
-    first, second = fake.requests
-    assert _tool(first) == "case_description" and _tool(second) == "moderation_suggestion"
-    assert "vermin" in _user_prompt(first) and "Candidate clauses" not in _user_prompt(first)
-    assert "vermin who must all leave" not in json.dumps(second)  # the answer never reads the description
-    # the answer's call is exactly what suggest_v2 sends for this case
-    assert suggest(openai_rt, case, mode="full").prompt_version.startswith(f"{SUGGEST_PROMPT}@")  # type: ignore[union-attr]
-    assert second["messages"] == fake.requests[2]["messages"] and second["tools"] == fake.requests[2]["tools"]
-    assert sug.rationale.startswith(f"{DESCRIBED['reasoning']} {DECIDED}") and "hate" in sug.labels
-    assert (sug.prompt_tokens, sug.completion_tokens) == (200, 40)  # both calls counted
-
-
-def test_describe_first_repairs_the_answer_and_streams_both_texts(describe_first_rt: Runtime, fake: FakeOpenAI) -> None:
-    fake.push(DESCRIBED, INVALID, valid_answer(describe_first_rt))
-    chunks, sug = _drain(stream_rationale(describe_first_rt, Case.from_text(HATE + " (describe first, repair)")))
-    assert len(fake.requests) == 3 and _tool(fake.requests[2]) == "moderation_suggestion"
-    repair = fake.requests[2]["messages"]
-    assert [m["role"] for m in repair] == ["system", "user"] and "XYZ-9.9" in repair[1]["content"] and "Candidate clauses" in repair[1]["content"]
-    assert isinstance(sug, Suggestion) and sug.path == "full" and any("XYZ-9.9" in r for r in sug.repair_reasons)
-    assert "".join(chunks).startswith(DESCRIBED["reasoning"]) and sug.rationale.startswith(f"{DESCRIBED['reasoning']} {DECIDED}")
-
-
-def test_describe_first_description_that_names_a_clause_is_left_out(describe_first_rt: Runtime, fake: FakeOpenAI) -> None:
-    fake.push({"reasoning": "This breaks HAT-2.1, a threat."}, valid_answer(describe_first_rt))
-    sug = suggest(describe_first_rt, Case.from_text(HATE + " (describe first, clause)"), mode="full")
-    assert sug.path == "full" and sug.rationale.startswith(DECIDED) and "description of the case was left out (it named a clause)" in sug.rationale
-
 @pytest.fixture(scope="module")
 def smol_rt(settings: Settings, runtime: Runtime) -> Runtime:
     require_llama_cpp()
@@ -768,25 +722,3 @@ def test_smollm_two_turn_prompt_reuses_turn_one_in_turn_two(smol_rt: Runtime) ->
     assert first.data is not None and set(first.data) == {"reasoning"}  # turn 1's grammar allows the reasoning alone
     # turn 2 starts from the KV state turn 1 left (its prompt and answer): only the new message is evaluated
     assert second.cached_tokens >= first.prompt_tokens
-
-
-def test_smollm_describe_first_reuses_the_system_prefix_in_both_calls(smol_rt: Runtime) -> None:
-    rt = Runtime(smol_rt.settings.model_copy(update={"llm_suggest_prompt": DESCRIBE_FIRST}))
-    rt._values.update(smol_rt._values)
-    suggestion_cache(rt).clear()
-    case = Case.from_text(HATE + " (describe first, local)")
-    n_calls = len(rt.llm.history)
-    sug = suggest(rt, case, mode="full")
-    _assert_valid_or_documented_fallback(rt, sug, case)
-    calls = list(rt.llm.history)[n_calls:]
-    assert [purpose for purpose, _ in calls[:2]] == ["suggest-describe", "suggest"]
-    first, second = calls[0][1], calls[1][1]
-    assert first.data is not None and set(first.data) == {"reasoning"}
-    from langchain_core.messages import HumanMessage, SystemMessage
-
-    from copilot.llm.render import suggest_system_text, unsupported_labels
-
-    system = SystemMessage(suggest_system_text(rt.corpus, unsupported_labels(sug.scores), DESCRIBE_FIRST))
-    _, prefix_len = rt.llm.chat.tokenize_messages([system, HumanMessage("x")])
-    # both calls start from the cached system prefix; the answer evaluates its own user message, not the description's
-    assert first.cached_tokens >= prefix_len and prefix_len <= second.cached_tokens < first.prompt_tokens

@@ -15,11 +15,9 @@ from copilot.llm.render import (
     ask_messages,
     ask_schema,
     case_block,
+    decide_message,
     defuse,
-    describe_messages,
-    describes_first,
     reasoning_schema,
-    second_turn,
     suggest_messages,
     suggestion_schema,
     two_turn,
@@ -88,8 +86,6 @@ def test_every_suggestion_prompt_file_renders_with_the_placeholders_the_chain_fi
             assert (p.placeholders("user"), p.placeholders("decide")) == ({"content_type", "case"}, {"clauses", "scores"}), name
         else:
             assert p.placeholders("user") == {"clauses", "scores", "content_type", "case"}, name
-        if describes_first(name):
-            assert p.placeholders("describe") == set() and p.placeholders("describe_case") == {"content_type", "case"}, name
 
 
 def test_an_unknown_suggestion_prompt_is_refused_at_start() -> None:
@@ -110,9 +106,7 @@ def test_two_turn_prompt_shows_the_case_alone_first_then_clauses_and_scores(corp
     case = Case(title="Town meeting", caption="You people are vermin and should be driven out of this town.", comments=["agree", "report this"])
     clauses = [corpus.get(cid) for cid in ("HAT-1.1", "HAT-2.1", "HAT-9.1", "HAR-1.1")]
     msgs = suggest_messages(corpus, case, _scores(), clauses, name)
-    second = second_turn(msgs, '{"reasoning":"A user calls a group vermin."}', _scores(), clauses, name)
-    assert [m.type for m in second] == ["system", "human", "ai", "human"] and second[:2] == msgs  # the conversation goes on
-    decide = second[-1]
+    decide = decide_message(_scores(), clauses, name)
     schema = suggestion_schema(corpus.taxonomy, [c.id for c in clauses], case)
     text = (f"### system\n{msgs[0].content}\n### user (turn 1)\n{msgs[1].content}\n### turn 1 schema\n{json.dumps(reasoning_schema(), indent=1)}\n"
             f"### user (turn 2)\n{decide.content}\n### turn 2 schema\n{json.dumps(schema, indent=1)}\n")
@@ -285,27 +279,3 @@ def test_echo_check_spots_instruction_lines_and_example_reasoning_not_case_descr
     assert echoes(copied, lines, "those people are vermin and should be driven out of our town")
     assert not echoes(copied, lines, "the rats of that religious group should be driven out of our town, calls the post")
     assert not echoes("A gaming video with no policy issue.", lines, "gaming stream highlights, GG")
-
-
-def test_describe_first_prompt_asks_for_a_description_then_sends_v2_unchanged(corpus: Corpus) -> None:
-    name = "suggest_v8"
-    assert describes_first(name) and not two_turn(name) and not describes_first("suggest_v6") and not describes_first(SUGGEST_PROMPT)
-    v2, v8 = load_prompt("suggest_v2"), load_prompt(name)
-    # the answer's call is v2's prompt, byte for byte: the same labels, citations and reasoning under greedy decoding
-    assert (v8.sections["system"], v8.sections["user"]) == (v2.sections["system"], v2.sections["user"])
-    case = Case(title="Town meeting", caption="You people are vermin and should be driven out of this town.", comments=["agree", "report this"])
-    clauses = [corpus.get(cid) for cid in ("HAT-1.1", "HAT-2.1", "HAT-9.1", "HAR-1.1")]
-    answer = suggest_messages(corpus, case, _scores(), clauses, name)
-    assert [m.content for m in answer] == [m.content for m in suggest_messages(corpus, case, _scores(), clauses, "suggest_v2")]
-    described = describe_messages(corpus, case, _scores(), name)
-    text = (f"### system\n{described[0].content}\n### user (description call)\n{described[1].content}\n"
-            f"### description schema\n{json.dumps(reasoning_schema(), indent=1)}\n")
-    compare_snapshot(f"{name}_describe_prompt.txt", text)
-    call1 = str(described[1].content)
-    # the description call's system message is the answer's plus the request: a second fixed, KV-cached prefix, so
-    # the per-case part of the description call is the case alone
-    assert str(described[0].content).startswith(str(answer[0].content)) and "describe" in str(described[0].content)[len(str(answer[0].content)):]
-    assert call1.startswith("<case") and call1.endswith("</case>") and "vermin" in call1
-    assert "HAT-" not in call1 and "0.81" not in call1 and "Candidate clauses" not in call1
-    other = describe_messages(corpus, Case.from_text("hello"), _scores(), name)
-    assert other[0].content == described[0].content
