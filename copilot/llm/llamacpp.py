@@ -6,11 +6,13 @@
   runs of whole words of one of those texts: evidence quotes are then taken from the case by construction.
 - KV reuse of the fixed instruction prefix: prompts are ``system`` (fixed for a corpus version) then ``user`` (clauses,
   scores, case last). Before each call the adapter makes sure the KV cache holds the system prefix: either it is still
-  live (llama.cpp reuses the longest common token prefix of consecutive calls on one ``Llama``), or a saved state of it
-  is restored (kept in memory, and on disk under ``prefix_cache_dir`` so a fresh process, e.g. one CLI call, skips it
-  too), or it is evaluated once and saved. Only the per-case suffix is then evaluated. ``prefix_reuse=False`` resets
-  the cache before every call (the benchmark's baseline).
-- Greedy decoding (temperature 0): the same prompt gives the same answer, which the suggestion cache and tests rely on.
+  live, or a saved state of it is restored (kept in memory, and on disk under ``prefix_cache_dir`` so a fresh process,
+  e.g. one CLI call, skips it too), or it is evaluated once and saved. Only the per-case suffix is then evaluated, in
+  full: tokens it shares with the previous case are not reused (see ``_prepare_prefix``), except when the prompt goes
+  on from the previous call's (a two-turn prompt's second turn). ``prefix_reuse=False`` resets the cache before every
+  call (the benchmark's baseline).
+- Greedy decoding (temperature 0): the same prompt gives the same answer, whatever was asked before it, which the
+  suggestion cache, audits and tests rely on.
   The grammar is applied lazily (as llama.cpp's own common sampler does): the model's top token is checked against
   the grammar alone, and only when the grammar rejects it is the whole vocabulary filtered. Same tokens as filtering
   every step (the greedy pick among allowed tokens is the top token whenever that is allowed), without the ~18 ms a
@@ -108,6 +110,7 @@ class LlamaCppChat(BaseChatModel):
     _grammars: Any = PrivateAttr(default=None)
     _warmed: Any = PrivateAttr(default=None)
     _state_salt: str = PrivateAttr(default="")
+    _last_len: int = PrivateAttr(default=0)  # message tokens of the previous call's prompt (see _prepare_prefix)
 
     def model_post_init(self, context: Any, /) -> None:
         import llama_cpp
@@ -180,15 +183,27 @@ class LlamaCppChat(BaseChatModel):
             return None
         return Path(self.prefix_cache_dir) / f"prefix-{key}.kv"
 
-    def _prepare_prefix(self, tokens: list[int], prefix_len: int) -> int:
-        """Put the fixed prefix into the KV cache; return how many prompt tokens need no evaluation."""
+    def _prepare_prefix(self, tokens: list[int], prefix_len: int, n_message_tokens: int | None = None) -> int:
+        """Put the fixed prefix into the KV cache; return how many prompt tokens need no evaluation (the cache is cut
+        there). ``n_message_tokens``: the prompt's length before any forced opening (default: all of ``tokens``).
+
+        Only two things are reused: the fixed prefix, and the previous call's whole prompt when this one extends it
+        (a two-turn prompt's second turn). Never the tokens a new case happens to share with the previous one
+        ("Candidate clauses:", a first clause line): where the evaluation of the per-case part starts changes how
+        llama.cpp batches it, and that changes the logits enough to flip near-tied greedy choices. With that reuse,
+        11 of 22 gold cases got a different answer from the same prompt depending on which case came before
+        (benchmarks/RESULTS.md, session 9); without it a case's suggestion does not depend on the request order,
+        and an auditor who reruns it gets the same one. It costs re-evaluating the ~5-20 shared tokens."""
         llama = self._llama
         if not self.prefix_reuse:
             llama.reset()
             return 0
         live = _common_prefix(llama._input_ids.tolist(), tokens)
+        n_msg = len(tokens) if n_message_tokens is None else n_message_tokens
+        if self._last_len and live >= self._last_len and n_msg > self._last_len:  # the previous conversation goes on
+            return self._keep(min(live, len(tokens) - 1))
         if prefix_len == 0 or live >= prefix_len:
-            return min(live, len(tokens) - 1)
+            return self._keep(prefix_len)
         prefix = tokens[:prefix_len]
         key = hashlib.sha256(self._state_salt.encode() + json.dumps(prefix).encode()).hexdigest()[:20]
         data = self._states.get(key)
@@ -214,6 +229,11 @@ class LlamaCppChat(BaseChatModel):
             _write_atomically(path, data)
             _prune(path.parent, keep=MAX_PREFIX_FILES)
         return 0
+
+    def _keep(self, n: int) -> int:
+        """Cut the KV cache after its first ``n`` tokens (what follows is evaluated again)."""
+        self._llama.n_tokens = n
+        return n
 
     def _remember(self, key: str, data: bytes) -> None:
         self._states[key] = data
@@ -279,6 +299,7 @@ class LlamaCppChat(BaseChatModel):
         gen: Any = None
         try:
             tokens, prefix_len = self.tokenize_messages(messages)
+            n_message_tokens = len(tokens)
             prefill = self.prefill_opening and (self.lazy_grammar or self.speculative)
             opening = forced_opening(json_schema) if (json_schema is not None and prefill) else ""
             forced = self._tokenize(opening) if opening else []
@@ -288,7 +309,8 @@ class LlamaCppChat(BaseChatModel):
             budget = min(max_tokens if max_tokens is not None else self.max_tokens, self.n_ctx - len(tokens) - 1)
             if budget <= 0:
                 raise LLMError(f"prompt of {len(tokens)} tokens does not fit the context of {self.n_ctx}")
-            cached = self._prepare_prefix(tokens, prefix_len)
+            cached = self._prepare_prefix(tokens, prefix_len, n_message_tokens)
+            self._last_len = n_message_tokens
             stats.update(prompt_tokens=len(tokens), cached_tokens=cached, completion_tokens=0, finish_reason="stop")
             grammar = self._grammar(json_schema) if json_schema is not None else None
             llama = self._llama

@@ -539,6 +539,31 @@ def test_smollm_chain_gives_valid_suggestion_or_documented_fallback(smol_rt: Run
     assert {c.clause_id for c in sug.citations} <= offered | {c.clause_id for c in suggest_fast(smol_rt, case).citations}
 
 
+def test_smollm_suggestion_does_not_depend_on_the_case_asked_before(smol_rt: Runtime) -> None:
+    """Greedy decoding gives the same answer for the same prompt only if the prompt is evaluated the same way: a case
+    asked after another must not reuse the tokens the two prompts share beyond the fixed prefix."""
+    case, other = Case.from_text(HATE + " (order)"), Case.from_text("You people are a disease on this town, leave. (order, before)")
+
+    def answer(c: Case) -> tuple[str | None, int]:
+        suggestion_cache(smol_rt).clear()
+        n = len(smol_rt.llm.history)
+        suggest(smol_rt, c, mode="full")
+        purpose, res = list(smol_rt.llm.history)[n]
+        assert purpose == "suggest"
+        return res.raw, res.cached_tokens
+
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from copilot.llm.render import suggest_system_text, unsupported_labels
+
+    alone = answer(case)
+    answer(other)  # its prompt shares "Candidate clauses:" and more with the case's
+    after_other = answer(case)
+    system = SystemMessage(suggest_system_text(smol_rt.corpus, unsupported_labels(suggest_fast(smol_rt, case).scores)))
+    _, prefix_len = smol_rt.llm.chat.tokenize_messages([system, HumanMessage("x")])
+    assert after_other == alone and alone[1] == prefix_len  # the same text; only the fixed prefix was reused
+
+
 def test_smollm_prompt_injection_cannot_introduce_clause_ids(smol_rt: Runtime) -> None:
     case = Case.from_text(INJECTION)
     sug = suggest(smol_rt, case, mode="full")
@@ -548,7 +573,7 @@ def test_smollm_prompt_injection_cannot_introduce_clause_ids(smol_rt: Runtime) -
 
 
 def test_smollm_reuses_the_prefix_kv_state(smol_rt: Runtime, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from langchain_core.messages import HumanMessage, SystemMessage
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
     from copilot.llm.llamacpp import LlamaCppChat
     from copilot.llm.render import suggest_system_text
@@ -559,7 +584,13 @@ def test_smollm_reuses_the_prefix_kv_state(smol_rt: Runtime, tmp_path) -> None: 
     first = llm.structured([system, HumanMessage("Case one: hello.")], schema, max_tokens=8, deadline=time.monotonic() + 60)
     second = llm.structured([system, HumanMessage("Case two: goodbye, friend.")], schema, max_tokens=8, deadline=time.monotonic() + 60)
     _, prefix_len = llm.chat.tokenize_messages([system, HumanMessage("x")])
-    assert prefix_len > 200 and second.cached_tokens >= prefix_len and first.data is not None
+    # the fixed prefix is reused, and nothing more: "Case t" is shared with the first prompt but evaluated again, so
+    # that where the per-case evaluation starts (which moves the logits) never depends on the previous request
+    assert prefix_len > 200 and second.cached_tokens == prefix_len and first.data is not None
+    # a prompt that goes on from the previous call's (a second turn) reuses all of that call's prompt
+    turn2 = [system, HumanMessage("Case two: goodbye, friend."), AIMessage(json.dumps(second.data)), HumanMessage("And now?")]
+    third = llm.structured(turn2, schema, max_tokens=8, deadline=time.monotonic() + 60)
+    assert third.cached_tokens >= second.prompt_tokens - 8  # minus the forced opening, re-tokenised inside the answer
     # a fresh process restores the saved prefix state from disk instead of evaluating it
     path = str(SMOLLM.default_path(Settings().data_dir))
     warm = LlamaCppChat(model_path=path, model_name="t", n_ctx=2048, n_threads=LLM_TEST_THREADS, prefix_cache_dir=str(tmp_path))
