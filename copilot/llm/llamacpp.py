@@ -111,6 +111,7 @@ class LlamaCppChat(BaseChatModel):
     _warmed: Any = PrivateAttr(default=None)
     _state_salt: str = PrivateAttr(default="")
     _last_len: int = PrivateAttr(default=0)  # message tokens of the previous call's prompt (see _prepare_prefix)
+    _prefix_alone: int = PrivateAttr(default=0)  # length of the live fixed prefix evaluated or restored alone, else 0
 
     def model_post_init(self, context: Any, /) -> None:
         import llama_cpp
@@ -191,18 +192,28 @@ class LlamaCppChat(BaseChatModel):
         (a two-turn prompt's second turn). Never the tokens a new case happens to share with the previous one
         ("Candidate clauses:", a first clause line): where the evaluation of the per-case part starts changes how
         llama.cpp batches it, and that changes the logits enough to flip near-tied greedy choices. With that reuse,
-        11 of 22 gold cases got a different answer from the same prompt depending on which case came before
-        (benchmarks/RESULTS.md, session 9); without it a case's suggestion does not depend on the request order,
-        and an auditor who reruns it gets the same one. It costs re-evaluating the ~5-20 shared tokens."""
+        3 of 8 gold cases got a different answer when the same cases were asked in reverse order (benchmarks/RESULTS.md,
+        session 9); without it a case's suggestion does not depend on the request order, and an auditor who reruns it
+        gets the same one. It costs re-evaluating the ~5-20 shared tokens; a repair call (the same user message with
+        the errors appended, copilot/llm/render.py) re-evaluates the whole user message (~2 s with Qwen on 2 cores).
+
+        The fixed prefix is trusted only when its KV state is the one evaluated (or restored) alone: after a call with
+        ``prefix_reuse=False`` the cache holds it as part of a whole prompt's batches, which is not the same arithmetic.
+        Known limit: a two-turn prompt's second turn reuses the first only if no other request took the model between
+        the two (the lock is released in between); otherwise turn 2 is evaluated after the prefix in one go, which can
+        flip a near-tie, so under concurrent load such an answer may differ from the one given alone."""
         llama = self._llama
         if not self.prefix_reuse:
             llama.reset()
+            self._last_len = self._prefix_alone = 0
             return 0
         live = _common_prefix(llama._input_ids.tolist(), tokens)
         n_msg = len(tokens) if n_message_tokens is None else n_message_tokens
         if self._last_len and live >= self._last_len and n_msg > self._last_len:  # the previous conversation goes on
             return self._keep(min(live, len(tokens) - 1))
-        if prefix_len == 0 or live >= prefix_len:
+        if prefix_len == 0:
+            return self._keep(0)
+        if live >= prefix_len and self._prefix_alone == prefix_len:
             return self._keep(prefix_len)
         prefix = tokens[:prefix_len]
         key = hashlib.sha256(self._state_salt.encode() + json.dumps(prefix).encode()).hexdigest()[:20]
@@ -218,11 +229,13 @@ class LlamaCppChat(BaseChatModel):
             try:
                 self._restore(data, prefix)
                 self._remember(key, data)
+                self._prefix_alone = prefix_len
                 return prefix_len
             except LLMError:
                 log.warning("cached prefix state %s unusable; evaluating the prefix again", key)
         llama.reset()
         llama.eval(prefix)
+        self._prefix_alone = prefix_len
         data = self._snapshot()
         self._remember(key, data)
         if path is not None:
@@ -249,6 +262,7 @@ class LlamaCppChat(BaseChatModel):
             return
         with self._lock:
             tokens, prefix_len = self.tokenize_messages([SystemMessage(system_text), HumanMessage("x")])
+            self._last_len = 0  # the next request starts a conversation of its own, whatever the cache held before
             self._prepare_prefix(tokens, prefix_len)
             self._warmed.add(system_text)
 
