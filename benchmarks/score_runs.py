@@ -1,0 +1,140 @@
+"""Score evaluation runs side by side against the gold file as it is now, overall and on the hard cases.
+
+    python benchmarks/score_runs.py var/gold-half-a.jsonl RUN_DIR [RUN_DIR ...]
+
+A run folder is what ``copilot eval run --out`` wrote. The run's own metrics.json holds the gold as it was when it
+ran; this script rescores its predictions.jsonl against the dataset file given (e.g. after gold clauses were added),
+so runs of different days compare on the same gold. Hard cases are the rows whose ``hard_kind`` is not ``plain``.
+Columns: macro F1 (all rows / hard rows), false-positive rate on clean rows, citation precision and recall on
+violating rows, area-level citation precision, abstention rate, p50 latency.
+
+    python benchmarks/score_runs.py var/gold-half-a.jsonl RUN_DIR ... --breakdown [--offered]
+
+``--breakdown`` also classes every citation on a violating row: the right clause; a sibling prohibition of a gold
+label's area; a prohibition of an area with no gold label (a label error); an allowance (an exception applied to a
+violating case); and precision on suggested vs escalated rows. ``--offered`` adds the retrieval ceiling of the full
+path: on how many violating rows a gold clause is among the clauses the prompt offers (loads the runtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from copilot.config import get_settings
+from copilot.policy.corpus import load_corpus
+from eval import metrics as EM
+from eval.datasets import read_many
+from eval.runner import arrays
+
+
+def score(rows: list, preds_by_id: dict[str, dict], corpus) -> dict[str, float | None]:  # type: ignore[no-untyped-def]
+    rows = [r for r in rows if r.id in preds_by_id]
+    preds = [preds_by_id[r.id] for r in rows]
+    labels = list(corpus.taxonomy.label_names)
+    Y, S, P, M, keep = arrays(rows, preds, labels)
+    hard = np.array([(r.source_labels or {}).get("hard_kind", "plain") != "plain" for r in rows]) & keep
+
+    def area(cid: str) -> str:
+        c = corpus.clauses.get(cid)
+        return f"?{cid}" if c is None else c.area if c.kind == "prohibition" else f"{c.area}:allowance"
+
+    gold = [(r.source_labels or {}).get("gold_clauses") if r.labels else None for r in rows]
+    cites = [p["citations"] for p in preds]
+    exact = EM.citation_metrics(cites, gold)
+    by_area = EM.citation_metrics(cites, gold, key=area)
+    return {
+        "rows": len(rows),
+        "macro_f1": EM.label_metrics(Y[keep], S[keep], P[keep], M[keep], labels, calibration=False)["macro"]["f1"],
+        "hard_macro_f1": EM.label_metrics(Y[hard], S[hard], P[hard], M[hard], labels, calibration=False)["macro"]["f1"],
+        "fpr_clean": EM.flagged_metrics(Y[keep], S[keep], P[keep], M[keep])["false_positive_rate_on_clean"],
+        "cite_p": exact["precision"], "cite_r": exact["recall"], "area_p": by_area["precision"],
+        "abstention": round(float(np.mean([p["abstained"] for p in preds])), 3),
+        "p50_s": round(float(np.median([p["latency_ms"] for p in preds])) / 1000, 2),
+    }
+
+
+def breakdown(rows: list, preds_by_id: dict[str, dict], corpus) -> list[str]:  # type: ignore[no-untyped-def]
+    kinds: Counter[str] = Counter()
+    right = {True: [0, 0], False: [0, 0]}  # escalated? -> [right, cited]
+    n_rows = 0
+    for r in rows:
+        if not r.labels or r.id not in preds_by_id:
+            continue
+        n_rows += 1
+        p = preds_by_id[r.id]
+        gold = set((r.source_labels or {}).get("gold_clauses") or [])
+        gold_areas = {corpus.taxonomy.labels[lab].area for lab in r.labels}
+        for cid in p["citations"]:
+            c = corpus.clauses.get(cid)
+            right[bool(p["abstained"])][0] += cid in gold
+            right[bool(p["abstained"])][1] += 1
+            if cid in gold:
+                kinds["right clause"] += 1
+            elif c is None:
+                kinds["invented"] += 1
+            elif c.kind != "prohibition":
+                kinds["allowance cited on a violating row"] += 1
+            elif c.area in gold_areas:
+                kinds["sibling prohibition of a gold label's area"] += 1
+            else:
+                kinds["prohibition of an area with no gold label"] += 1
+    total = sum(kinds.values())
+    out = [f"{total} citations on {n_rows} violating rows ({total / max(n_rows, 1):.2f} per row)"]
+    out += [f"  {k}: {v} ({v / max(total, 1):.0%})" for k, v in kinds.most_common()]
+    for escalated, (a, n) in sorted(right.items()):
+        out.append(f"  precision on {'escalated' if escalated else 'suggested'} rows: {a}/{n} = {a / max(n, 1):.2f}")
+    return out
+
+
+def offered_ceiling(rows: list) -> str:  # type: ignore[type-arg]
+    from copilot.llm.chain import offered_clauses
+    from copilot.runtime import Runtime
+    from copilot.schema import Case
+    from copilot.suggest import suggest_fast
+
+    rt = Runtime(get_settings())
+    hit = n = offered = 0
+    for r in rows:
+        if not r.labels:
+            continue
+        case = Case.from_text(r.text)
+        ids = {c.id for c in offered_clauses(rt, case, suggest_fast(rt, case)).clauses}
+        n += 1
+        offered += len(ids)
+        hit += bool(ids & set((r.source_labels or {}).get("gold_clauses") or []))
+    return f"a gold clause is among the clauses offered to the LLM on {hit} of {n} violating rows ({hit / max(n, 1):.2f}); {offered / max(n, 1):.1f} offered per row"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dataset", type=Path, help="gold JSONL or a folder of them (eval/cases/gold; var/gold-half-a.jsonl from benchmarks/gold_halves.py)")
+    ap.add_argument("runs", type=Path, nargs="+", help="folders written by `copilot eval run --out`")
+    ap.add_argument("--breakdown", action="store_true", help="class each citation on violating rows (see above)")
+    ap.add_argument("--offered", action="store_true", help="the full path's retrieval ceiling (loads the runtime)")
+    args = ap.parse_args()
+    corpus = load_corpus(get_settings().corpus_dir)
+    files = sorted(args.dataset.glob("*.jsonl")) if args.dataset.is_dir() else [args.dataset]
+    rows = read_many(files, corpus.taxonomy)
+    cols = ["rows", "macro_f1", "hard_macro_f1", "fpr_clean", "cite_p", "cite_r", "area_p", "abstention", "p50_s"]
+    print("| run | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for run in args.runs:
+        preds = {p["id"]: p for p in map(json.loads, (run / "predictions.jsonl").read_text().splitlines()) if p}
+        s = score(rows, preds, corpus)
+        cells = [s[c] for c in cols]
+        print(f"| {run} | " + " | ".join("-" if v is None else str(round(v, 3)) for v in cells) + " |")
+    if args.breakdown:
+        for run in args.runs:
+            preds = {p["id"]: p for p in map(json.loads, (run / "predictions.jsonl").read_text().splitlines()) if p}
+            print("", run, *breakdown(rows, preds, corpus), sep="\n")
+    if args.offered:
+        print("", offered_ceiling(rows), sep="\n")
+
+
+if __name__ == "__main__":
+    main()
