@@ -194,8 +194,9 @@ class LlamaCppChat(BaseChatModel):
         llama.cpp batches it, and that changes the logits enough to flip near-tied greedy choices. With that reuse,
         3 of 8 gold cases got a different answer when the same cases were asked in reverse order (benchmarks/RESULTS.md,
         session 9); without it a case's suggestion does not depend on the request order, and an auditor who reruns it
-        gets the same one. It costs re-evaluating the ~5-20 shared tokens; a repair call (the same user message with
-        the errors appended, copilot/llm/render.py) re-evaluates the whole user message (~2 s with Qwen on 2 cores).
+        gets the same one. It costs re-evaluating the ~5-20 shared tokens; a repair call (the same last user message
+        with the errors appended, copilot/llm/render.py) re-evaluates everything after the fixed prefix: the user
+        message (~2 s with Qwen on 2 cores), and for a two-turn prompt turn 1, its answer and turn 2.
 
         The fixed prefix is trusted only when its KV state is the one evaluated (or restored) alone: after a call with
         ``prefix_reuse=False`` the cache holds it as part of a whole prompt's batches, which is not the same arithmetic.
@@ -205,7 +206,7 @@ class LlamaCppChat(BaseChatModel):
         llama = self._llama
         if not self.prefix_reuse:
             llama.reset()
-            self._last_len = self._prefix_alone = 0
+            self._prefix_alone = 0
             return 0
         live = _common_prefix(llama._input_ids.tolist(), tokens)
         n_msg = len(tokens) if n_message_tokens is None else n_message_tokens
@@ -246,6 +247,8 @@ class LlamaCppChat(BaseChatModel):
     def _keep(self, n: int) -> int:
         """Cut the KV cache after its first ``n`` tokens (what follows is evaluated again)."""
         self._llama.n_tokens = n
+        if n < self._prefix_alone:  # e.g. a prompt without a system prefix: what follows is no longer the prefix alone
+            self._prefix_alone = 0
         return n
 
     def _remember(self, key: str, data: bytes) -> None:
@@ -262,7 +265,7 @@ class LlamaCppChat(BaseChatModel):
             return
         with self._lock:
             tokens, prefix_len = self.tokenize_messages([SystemMessage(system_text), HumanMessage("x")])
-            self._last_len = 0  # the next request starts a conversation of its own, whatever the cache held before
+            self._last_len = 0  # the next request starts a conversation of its own (only the first warm-up per text gets here)
             self._prepare_prefix(tokens, prefix_len)
             self._warmed.add(system_text)
 

@@ -546,9 +546,9 @@ def test_smollm_suggestion_does_not_depend_on_the_case_asked_before(smol_rt: Run
 
     def answer(c: Case) -> tuple[str | None, int]:
         suggestion_cache(smol_rt).clear()
-        n = len(smol_rt.llm.history)
+        smol_rt.llm.history.clear()  # a bounded deque: index from a clean start
         suggest(smol_rt, c, mode="full")
-        purpose, res = list(smol_rt.llm.history)[n]
+        purpose, res = smol_rt.llm.history[0]
         assert purpose == "suggest"
         return res.raw, res.cached_tokens
 
@@ -584,8 +584,9 @@ def test_smollm_reuses_the_prefix_kv_state(smol_rt: Runtime, tmp_path) -> None: 
     first = llm.structured([system, HumanMessage("Case one: hello.")], schema, max_tokens=8, deadline=time.monotonic() + 60)
     second = llm.structured([system, HumanMessage("Case two: goodbye, friend.")], schema, max_tokens=8, deadline=time.monotonic() + 60)
     _, prefix_len = llm.chat.tokenize_messages([system, HumanMessage("x")])
-    # the fixed prefix is reused, and nothing more: "Case t" is shared with the first prompt but evaluated again, so
-    # that where the per-case evaluation starts (which moves the logits) never depends on the previous request
+    # the fixed prefix is reused, and nothing more: the user header and "Case" are shared with the first prompt but
+    # evaluated again, so that where the per-case evaluation starts (which moves the logits) never depends on the
+    # previous request
     assert prefix_len > 200 and second.cached_tokens == prefix_len and first.data is not None
     # a prompt that goes on from the previous call's (a second turn) reuses all of that call's prompt
     turn2 = [system, HumanMessage("Case two: goodbye, friend."), AIMessage(json.dumps(second.data)), HumanMessage("And now?")]
