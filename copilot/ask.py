@@ -22,7 +22,7 @@ import numpy as np
 
 from copilot.errors import CopilotError, EmptyText
 from copilot.runtime import Runtime
-from copilot.schema import AskAnswer, Citation, SearchHit
+from copilot.schema import AskAnswer, Citation, Clause, SearchHit
 
 log = logging.getLogger(__name__)
 
@@ -109,5 +109,19 @@ def ask_llm(rt: Runtime, question: str, hits: list[SearchHit]) -> AskAnswer:
     citations = [
         Citation(clause_id=c.id, title=c.title, area=c.area, summary=c.summary, score=scores.get(c.id)) for c in checked.clauses
     ]
-    return AskAnswer(answer=out.answer.strip(), citations=citations, abstained=False, mode="llm", corpus_version=corpus.version)
+    return AskAnswer(answer=with_basis(out.answer.strip(), checked.clauses), citations=citations, abstained=False, mode="llm",
+                     corpus_version=corpus.version)
+
+
+BARE_ANSWER_WORDS = 6  # "Yes", "No, it is not allowed.": a verdict without its reason
+
+
+def with_basis(answer: str, clauses: list[Clause]) -> str:
+    """A bare verdict (the default model answered "Yes" to "is quoting a slur to report it allowed?" on `make run`)
+    gets the first cited clause's own summary after it: the policy's words, not the model's, so nothing is invented."""
+    if not clauses or len(answer.split()) >= BARE_ANSWER_WORDS:
+        return answer
+    first = clauses[0]
+    verdict = answer if answer.endswith((".", "!", "?")) else answer + "."
+    return f"{verdict} Under {first.id} ({first.title}): {first.summary}"
 

@@ -89,6 +89,7 @@ from copilot.llm.render import (
     suggest_messages,
     suggest_system_text,
     suggestion_schema,
+    tidy_cut,
     two_turn,
     unsupported_labels,
     with_repair,
@@ -519,7 +520,7 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
                 described_note = "the model's description of the case was left out (" + (
                     "it named a clause" if CLAUSE_ID_RE.search(said) else "it repeated the prompt") + ")"
             else:
-                described = said.strip()
+                described = tidy_cut(said)
             # as the model wrote it (compact JSON, unstripped), so the KV state of its own tokens is reused in turn 2
             turn1 = json.dumps({"reasoning": said if described else ""}, ensure_ascii=False, separators=(",", ":"))
             messages = [*messages, AIMessage(turn1), decide_message(fast.scores, offered.clauses, prompt_name)]
@@ -573,8 +574,12 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
     if (reason := language_reason(case)) is not None:  # the LLM reads other languages, but the corpus and scores do not
         decision.abstain_reasons.append(reason)
         decision.action = Action.escalate
-    reasoning = out.reasoning.strip()
-    notes = [*([described_note] if described_note else []), *checked.dropped, *decision.notes]
+    reasoning = tidy_cut(out.reasoning)
+    # a clause dropped from the LLM's answer may still be cited in the end (a label the classifier flags, backed by the
+    # fast path's clause): a note saying it was dropped would then contradict the citation list
+    cited_ids = {c.id for c in decision.cited}
+    dropped_notes = [note for cid, note in checked.dropped.items() if cid not in cited_ids]
+    notes = [*([described_note] if described_note else []), *dropped_notes, *decision.notes]
     if described and reasoning == NO_CASE_REASONING:  # the description still speaks to this case; a note says the rest
         reasoning = ""
         notes.insert(0, "the model gave no case-specific reasoning for its labels (it repeated the prompt)")

@@ -29,6 +29,18 @@ QUESTION_CHARS_IN_PROMPT = 2000
 SCORE_FLOOR_IN_PROMPT = 0.05
 # Output limits (they bound the completion tokens: about 50 to 80 per answer).
 REASONING_MAX_CHARS = 120
+
+
+def tidy_cut(text: str, limit: int = REASONING_MAX_CHARS) -> str:
+    """A reasoning the grammar's maxLength cut mid-sentence ("The content is factual and", seen on `make run`) ends
+    at its last full sentence when that keeps most of it, else with an ellipsis: a moderator must see it was cut."""
+    text = text.strip()
+    if len(text) < limit - 1 or text.endswith((".", "!", "?")):
+        return text
+    end = max(text.rfind(". "), text.rfind("! "), text.rfind("? "))
+    if end >= 0.4 * len(text):
+        return text[: end + 1]
+    return text.rstrip(" ,;:-") + "…"
 EVIDENCE_MAX_ITEMS = 2
 EVIDENCE_MAX_CHARS = 60
 LABELS_MAX_ITEMS = 4

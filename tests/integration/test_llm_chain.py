@@ -163,6 +163,21 @@ def test_valid_answer_gives_a_full_suggestion(openai_rt: Runtime, fake: FakeOpen
     assert _user_prompt(body).rstrip().endswith("</case>")
 
 
+def test_a_citation_dropped_from_the_answer_but_cited_in_the_end_is_not_noted_as_dropped(openai_rt: Runtime, fake: FakeOpenAI) -> None:
+    """The LLM cites the hate clause without the hate label: the check drops it from the answer, the ensemble keeps the
+    label the classifier flags and cites that same clause (the fast path's). The rationale must not say it was dropped
+    (seen on a fresh-clone `make run`: 'Note: EXT-1.1 dropped' beside an EXT-1.1 citation)."""
+    case = Case.from_text(HATE + " (dropped note)")
+    fast = suggest(openai_rt, case, mode="fast")
+    [hate_clause] = [c.clause_id for c in fast.citations if openai_rt.corpus.get(c.clause_id).area == "hate"]
+    fake.push(lambda body: {"reasoning": "Wants a group driven out of town.", "labels": [], "clause_ids": [hate_clause],
+                            "evidence": ["driven out of this town"], "action": "no_action", "abstain": False})
+    sug = suggest(openai_rt, case, mode="full")
+    assert sug.path == "full" and sug.fallback_reason is None and "hate" in sug.labels
+    assert hate_clause in {c.clause_id for c in sug.citations}
+    assert "dropped" not in sug.rationale, sug.rationale
+
+
 def test_invalid_then_valid_is_repaired(openai_rt: Runtime, fake: FakeOpenAI) -> None:
     fake.push(INVALID, valid_answer(openai_rt))
     sug = suggest(openai_rt, Case.from_text(HATE + " (repair)"), mode="full")
@@ -338,6 +353,19 @@ def test_cancelled_stream_falls_back_without_repair(openai_rt: Runtime, fake: Fa
     sug = events[0][1]
     assert sug.path == "fast" and "cancelled" in (sug.fallback_reason or "")
     assert len(fake.requests) == 1
+
+
+def test_ask_bare_verdict_gets_the_cited_clauses_own_words(openai_rt: Runtime, fake: FakeOpenAI) -> None:
+    """The default model answered "Yes" to this question on `make run`: a policy team needs the reason, and the clause's
+    summary gives it without a word the model did not ground."""
+    fake.push(lambda body: {"answer": "Yes", "clause_ids": _enum(body)[:1], "covered": True})
+    ans = ask(openai_rt, "is quoting a slur to report it allowed?")
+    [cited] = ans.citations
+    clause = openai_rt.corpus.get(cited.clause_id)
+    assert ans.answer == f"Yes. Under {clause.id} ({clause.title}): {clause.summary}"
+    # an answer with its reason is left as the model wrote it
+    fake.push(lambda body: {"answer": "Yes, quoting a slur to report or condemn it is allowed.", "clause_ids": _enum(body)[:1], "covered": True})
+    assert ask(openai_rt, "can I quote a slur to condemn it?").answer == "Yes, quoting a slur to report or condemn it is allowed."
 
 
 def test_ask_llm_path_validates_citations(openai_rt: Runtime, fake: FakeOpenAI) -> None:

@@ -178,7 +178,7 @@ def test_prohibition_clause_outside_the_labels_areas_is_dropped(corpus: Corpus) 
     case = Case.from_text("You people are vermin.")
     checked = _check(corpus, _answer(labels=["hate"], clause_ids=["HAT-1.1", "HAR-1.1"]), case)
     assert checked.errors == [] and [c.id for c in checked.clauses] == ["HAT-1.1"]
-    assert checked.dropped == ["HAR-1.1 dropped: no suggested label of its area (harassment)"]
+    assert checked.dropped == {"HAR-1.1": "HAR-1.1 dropped: no suggested label of its area (harassment)"}
     # an allowance clause explains why a label does not apply: no label needed
     assert _check(corpus, _answer(labels=[], clause_ids=["HAT-9.1"], evidence=[], action="no_action"), case).errors == []
 
@@ -279,3 +279,22 @@ def test_echo_check_spots_instruction_lines_and_example_reasoning_not_case_descr
     assert echoes(copied, lines, "those people are vermin and should be driven out of our town")
     assert not echoes(copied, lines, "the rats of that religious group should be driven out of our town, calls the post")
     assert not echoes("A gaming video with no policy issue.", lines, "gaming stream highlights, GG")
+    # copied, then carried on with the case's own words (seen on a fresh-clone `make run`): close only at its head
+    extended = "Calls a religious group rats to be driven out of our town before they breed more."
+    assert echoes(extended, lines, "these vermin should be driven out of our town before they breed more")
+    assert not echoes(extended, lines, "this post calls that religious group rats who should be driven out of our town before they breed more")
+
+
+def test_a_reasoning_cut_by_the_length_cap_ends_cleanly() -> None:
+    from copilot.llm.render import REASONING_MAX_CHARS, tidy_cut
+
+    # as the default model wrote it for a lasagna recipe on `make run`: the grammar closed the string at the cap
+    cut = "The case involves a recipe for lasagna, which is not related to violence, self-harm, or hate. The content is factual and"
+    assert len(cut) == REASONING_MAX_CHARS
+    assert tidy_cut(cut) == "The case involves a recipe for lasagna, which is not related to violence, self-harm, or hate."
+    one_sentence = ("A long description of a cooking video that goes on about layers, basil, cheese, ovens, timings and "
+                    "the grandmother who wrote the recipe down for the family")[:REASONING_MAX_CHARS]
+    assert len(one_sentence) == REASONING_MAX_CHARS
+    assert tidy_cut(one_sentence).endswith("…") and tidy_cut(one_sentence)[:-1] == one_sentence.rstrip(" ,;:-")
+    assert tidy_cut("Calls a group vermin.") == "Calls a group vermin."  # under the cap: untouched
+    assert tidy_cut("A short note without a full stop") == "A short note without a full stop"
