@@ -29,6 +29,14 @@ QUESTION_CHARS_IN_PROMPT = 2000
 SCORE_FLOOR_IN_PROMPT = 0.05
 # Output limits (they bound the completion tokens: about 50 to 80 per answer).
 REASONING_MAX_CHARS = 120
+EVIDENCE_MAX_ITEMS = 2
+EVIDENCE_MAX_CHARS = 60
+LABELS_MAX_ITEMS = 4
+CLAUSES_MAX_ITEMS = 2
+ASK_CLAUSES_MAX_ITEMS = 3
+ANSWER_MAX_CHARS = 400
+
+_FENCE = re.compile(r"<\s*/?\s*(case|question)\b[^>]*>", re.I)
 
 
 def tidy_cut(text: str, limit: int = REASONING_MAX_CHARS) -> str:
@@ -41,14 +49,6 @@ def tidy_cut(text: str, limit: int = REASONING_MAX_CHARS) -> str:
     if end >= 0.4 * len(text):
         return text[: end + 1]
     return text.rstrip(" ,;:-") + "…"
-EVIDENCE_MAX_ITEMS = 2
-EVIDENCE_MAX_CHARS = 60
-LABELS_MAX_ITEMS = 4
-CLAUSES_MAX_ITEMS = 2
-ASK_CLAUSES_MAX_ITEMS = 3
-ANSWER_MAX_CHARS = 400
-
-_FENCE = re.compile(r"<\s*/?\s*(case|question)\b[^>]*>", re.I)
 
 
 def defuse(text: str) -> str:
