@@ -13,15 +13,14 @@ overall macro F1 (session 8's tables used the file's labels as written and read 
     python benchmarks/score_runs.py var/gold-half-a.jsonl RUN_DIR ... --breakdown [--offered]
 
 ``--breakdown`` also classes every citation on a violating row: the right clause; a sibling prohibition of a gold
-label's area; a prohibition of an area with no gold label (a label error); an allowance (an exception applied to a
-violating case); and precision on suggested vs escalated rows. ``--offered`` adds the retrieval ceiling of the full
+clause's area; a prohibition of another area (mostly a label error); an allowance (an exception applied to a violating
+case); and precision on suggested vs escalated rows. ``--offered`` adds the retrieval ceiling of the full
 path: on how many violating rows a gold clause is among the clauses the prompt offers (loads the runtime).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -29,10 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from copilot.config import get_settings
+from copilot.errors import InvalidInput
 from copilot.policy.corpus import load_corpus
 from eval import metrics as EM
+from eval.compare import load_run
 from eval.datasets import read_many
-from eval.runner import arrays
+from eval.runner import arrays, citation_area
 
 
 def score(rows: list, preds_by_id: dict[str, dict], corpus) -> dict[str, float | None]:  # type: ignore[no-untyped-def]
@@ -43,14 +44,10 @@ def score(rows: list, preds_by_id: dict[str, dict], corpus) -> dict[str, float |
     Y, S, P, M, keep = arrays(rows, preds, labels)
     hard = np.array([(r.source_labels or {}).get("hard_kind", "plain") != "plain" for r in rows]) & keep
 
-    def area(cid: str) -> str:
-        c = corpus.clauses.get(cid)
-        return f"?{cid}" if c is None else c.area if c.kind == "prohibition" else f"{c.area}:allowance"
-
     gold = [(r.source_labels or {}).get("gold_clauses") if r.labels else None for r in rows]
     cites = [p["citations"] for p in preds]
     exact = EM.citation_metrics(cites, gold)
-    by_area = EM.citation_metrics(cites, gold, key=area)
+    by_area = EM.citation_metrics(cites, gold, key=lambda cid: citation_area(corpus, cid))
     return {
         "rows": len(rows),
         "macro_f1": EM.label_metrics(Y[keep], S[keep], P[keep], M[keep], labels, calibration=False)["macro"]["f1"],
@@ -116,13 +113,6 @@ def offered_ceiling(rows: list) -> str:  # type: ignore[type-arg]
     return f"a gold clause is among the clauses offered to the LLM on {hit} of {n} violating rows ({hit / max(n, 1):.2f}); {offered / max(n, 1):.1f} offered per row"
 
 
-def load_preds(run: Path) -> dict[str, dict]:
-    path = run / "predictions.jsonl"
-    if not path.is_file():
-        raise SystemExit(f"{run} is not an evaluation run folder (no predictions.jsonl)")
-    return {p["id"]: p for p in map(json.loads, path.read_text().splitlines()) if p}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dataset", type=Path, help="gold JSONL or a folder of them (eval/cases/gold; var/gold-half-a.jsonl from benchmarks/gold_halves.py)")
@@ -137,9 +127,12 @@ def main() -> None:
     cols = ["rows", "macro_f1", "hard_macro_f1", "fpr_clean", "cite_p", "cite_r", "area_p", "abstention", "p50_ms"]
     print("| run | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
-    for run in args.runs:
-        preds = load_preds(run)
-        ids = {r.id for r in rows}
+    ids = {r.id for r in rows}
+    try:
+        runs = {run: {p["id"]: p for p in load_run(run)[1]} for run in args.runs}
+    except InvalidInput as exc:
+        raise SystemExit(exc.detail) from None
+    for run, preds in runs.items():
         missing, extra = len(ids - preds.keys()), len(preds.keys() - ids)
         if missing == len(ids):
             raise SystemExit(f"{run}: none of its predictions are rows of {args.dataset} (another dataset?)")
@@ -150,8 +143,8 @@ def main() -> None:
         cells = [s[c] for c in cols]
         print(f"| {run} | " + " | ".join("-" if v is None else str(round(v, 3)) for v in cells) + " |")
     if args.breakdown:
-        for run in args.runs:
-            print("", run, *breakdown(rows, load_preds(run), corpus), sep="\n")
+        for run, preds in runs.items():
+            print("", run, *breakdown(rows, preds, corpus), sep="\n")
     if args.offered:
         print("", offered_ceiling(rows), sep="\n")
 

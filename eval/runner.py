@@ -16,6 +16,7 @@ import numpy as np
 from copilot.classifier.artifacts import TRAIN_HASHES_FILE
 from copilot.classifier.data import text_key
 from copilot.errors import InvalidInput
+from copilot.policy.corpus import Corpus
 from copilot.runtime import Runtime
 from copilot.schema import Case, DatasetRow
 from copilot.suggest import suggest
@@ -103,6 +104,13 @@ def arrays(rows: list[DatasetRow], preds: list[dict], labels: list[str]) -> tupl
     return Y, S, P, M, keep
 
 
+def citation_area(corpus: Corpus, cid: str) -> str:
+    """The key of the area-level citation metric: a prohibition counts as its area, an allowance as its area's
+    allowance (the exception wrongly applied on a violating row is not the right area), an unknown ID as itself."""
+    clause = corpus.clauses.get(cid)
+    return f"?{cid}" if clause is None else clause.area if clause.kind == "prohibition" else f"{clause.area}:allowance"
+
+
 def compute(rt: Runtime, rows: list[DatasetRow], preds: list[dict], labels: list[str], slice_fields: list[str]) -> dict[str, Any]:
     Y, S, P, M, keep = arrays(rows, preds, labels)
     supported = set(rt.classifier.labels)
@@ -124,12 +132,9 @@ def compute(rt: Runtime, rows: list[DatasetRow], preds: list[dict], labels: list
                                                      [g if r.labels else None for g, r in zip(gold_clauses, rows, strict=True)])
     # The same at the level of policy areas: a sibling prohibition of the right area counts (exact IDs above are the
     # target); citing the area's allowance on a violating row (the exception wrongly applied) does not.
-    def area(cid: str) -> str:
-        clause = rt.corpus.clauses.get(cid)
-        return f"?{cid}" if clause is None else clause.area if clause.kind == "prohibition" else f"{clause.area}:allowance"
-
     res["citations_area_violating"] = EM.citation_metrics([p["citations"] for p in preds],
-                                                          [g if r.labels else None for g, r in zip(gold_clauses, rows, strict=True)], key=area)
+                                                          [g if r.labels else None for g, r in zip(gold_clauses, rows, strict=True)],
+                                                          key=lambda cid: citation_area(rt.corpus, cid))
     res["invented_clause_ids"] = sum(1 for p in preds for c in p["citations"] if c not in rt.corpus.clauses)
     res["abstention_rate"] = round(float(np.mean([p["abstained"] for p in preds])), 4)
     res["latency_ms"] = EM.latency([p["latency_ms"] for p in preds])
