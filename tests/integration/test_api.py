@@ -29,7 +29,9 @@ def test_health_and_ready(server: Server) -> None:
     assert r.status_code == 200
     comps = {c["name"]: c for c in r.json()["components"]}
     assert set(comps) == {"corpus", "index", "classifier", "database", "llm", "media", "llm_prefix"}
-    assert comps["media"]["required"] is False and comps["media"]["status"] in ("ready", "loading")  # optional: never gates readiness
+    # optional: never gates readiness. "missing" is a checkout where `make media` was not run; it must say why.
+    assert comps["media"]["required"] is False and comps["media"]["status"] in ("ready", "loading", "missing")
+    assert comps["media"]["status"] != "missing" or comps["media"]["detail"]
     assert all(comps[n]["status"] == "ready" for n in ("corpus", "index", "classifier", "database"))
     assert comps["llm"]["status"] == "not_configured" and comps["llm_prefix"]["status"] == "not_configured"
     # which backend each model runs on is visible (a silent ONNX -> torch fallback would cost 3x search time)
