@@ -120,6 +120,25 @@ def test_reranker_pairs_come_from_the_corpus_with_hard_negatives(runtime) -> Non
     assert not {q.query for q in load_queries()} & {q for q, _, _ in pairs}
 
 
+def test_retrieval_eval_keeps_the_second_annotators_clauses_out_of_the_headline(runtime) -> None:  # type: ignore[no-untyped-def]
+    from eval.retrieval_eval import Query, evaluate, load_queries
+
+    text = "i know where you live and i'll be waiting outside your door tonight"
+    ranked = [h.clause_id for h in runtime.index.search(text, k=10)]
+    absent = next(c.id for c in runtime.corpus.active if c.id not in ranked)
+    q = Query("t-1", runtime.corpus.clauses[absent].area, "case", text, gold=[absent], also=[ranked[0]])
+    r = evaluate(runtime.index, [q], ("hybrid",))["hybrid"]
+    assert r["overall"]["recall@5"] == 0.0 and r["misses"] == ["t-1"]  # the writer's gold alone decides the headline
+    assert r["overall_either_annotator"]["recall@1"] == 1.0
+    with pytest.raises(ValueError, match=r"NOPE-1\.1"):
+        evaluate(runtime.index, [Query("t-2", "hate", "case", text, gold=[absent], also=["NOPE-1.1"])], ("hybrid",))
+    # the shipped queries: a second annotator's clause never repeats the gold, and look-alikes only gain allowances
+    for query in load_queries():
+        assert not set(query.also) & set(query.gold), query.id
+        if query.kind == "lookalike":
+            assert all(runtime.corpus.clauses[c].kind == "allowance" for c in query.also), query.id
+
+
 def test_onnx_embedder_gives_sentence_transformers_vectors_and_is_exported_once(tmp_path: Path) -> None:
     onnx = Embedder(backend="onnx", cache_dir=tmp_path)
     torch_ = Embedder(backend="torch")
