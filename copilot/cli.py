@@ -166,13 +166,16 @@ def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder 
                    extra: Annotated[list[Path] | None, typer.Option(exists=True, dir_okay=False, help="Training-query JSONL file ({text, "
                                                                          "clause_id} per line); repeat --extra per file, e.g. --extra "
                                                                          "models/embedder_train/queries_part_a.jsonl. Never eval/retrieval. None by "
-                                                                         "default: the shipped model used none (with them: benchmarks/RESULTS.md).")] = None) -> None:
+                                                                         "default: the shipped model used none (with them: benchmarks/RESULTS.md).")] = None,
+                   seed: Annotated[int, typer.Option(help="Random seed (batch order, positives, hard negatives). The shipped model used 13. Retrains "
+                                                          "of one recipe differ by up to ~0.015 recall@5 between seeds (benchmarks/RESULTS.md, "
+                                                          "session 11): compare recipes over more than one seed.")] = 13) -> None:
     """Fine-tune the retrieval embedder on the corpus (examples and summaries -> their clause, hard negatives from
     confusable clauses), starting from the packaged all-MiniLM-L6-v2. Retrieval queries are never used.
 
     Writes models/embedder (used by default when present; COPILOT_EMBEDDER_PATH overrides). After a corpus edit, rerun
     it and measure with `copilot eval retrieval` and `copilot eval run --dataset eval/cases/gold` before shipping.
-    About 11 minutes on 2 cores for 3 epochs."""
+    About 13-16 minutes on 2 cores for 3 epochs."""
     from copilot.policy import load_corpus
     from copilot.retrieval.embedder import base_embedder_path
     from copilot.retrieval.finetune import FinetuneArgs, TrainingDataError, finetune
@@ -182,7 +185,8 @@ def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder 
     files = tuple(extra or ())
     try:  # the files are read before the model loads: a bad line fails at once, naming file:line
         info = finetune(load_corpus(s.corpus_dir), base_embedder_path(), FinetuneArgs(
-            out_dir=out_dir, epochs=epochs, hard_negatives=hard_negatives, mask_own_clause_negatives=mask_own_negatives, extra_anchors=files))
+            out_dir=out_dir, epochs=epochs, hard_negatives=hard_negatives, mask_own_clause_negatives=mask_own_negatives, extra_anchors=files,
+            seed=seed))
     except TrainingDataError as exc:
         raise typer.BadParameter(str(exc), param_hint="--extra") from exc
     print(f"embedder fine-tuned on {info['anchors']} anchors ({sum(info['extra_anchors'].values())} from {len(files)} training-query files) "

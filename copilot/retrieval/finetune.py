@@ -218,7 +218,7 @@ def finetune(corpus: Corpus, base: Path, args: FinetuneArgs) -> dict:
         model.half()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     model.save(str(args.out_dir))
-    info = {"base": str(base.name if base.name != "model" else base.parent.name), "anchors": len(anchors), "epochs": args.epochs,
+    info = {"base": str(base.name if base.name != "model" else base.parent.name), "anchors": len(anchors), "epochs": args.epochs, "seed": args.seed,
             "batch_size": args.batch_size, "lr": args.lr, "hard_negatives": args.hard_negatives,
             "example_positive_share": args.example_positive_share, "max_seq_length_train": args.max_seq_length,
             "dtype": "float16" if args.fp16 else "float32", "seconds": round(time.time() - t0, 1),
