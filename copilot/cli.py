@@ -157,7 +157,8 @@ def index_build(force: Annotated[bool, typer.Option(help="Re-embed every chunk e
 
 
 @index_app.command("finetune-embedder")
-def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder (default: models/embedder).")] = None,
+def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder (default: models/embedder, which replaces the shipped model: "
+                                                                     "train elsewhere and compare first).")] = None,
                    epochs: Annotated[int, typer.Option(help="Passes over the corpus anchors.")] = 3,
                    hard_negatives: Annotated[bool, typer.Option(help="Add a chunk of a confusable clause per anchor.")] = True,
                    mask_own_negatives: Annotated[bool, typer.Option(help="Never push an anchor away from a hard negative drawn for another "
@@ -167,8 +168,9 @@ def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder 
                                                                          "clause_id} per line); repeat --extra per file, e.g. --extra "
                                                                          "models/embedder_train/queries_part_a.jsonl. Never eval/retrieval. None by "
                                                                          "default: the shipped model used none (with them: benchmarks/RESULTS.md).")] = None,
-                   seed: Annotated[int, typer.Option(help="Random seed (batch order, positives, hard negatives). The shipped model used 13. Retrains "
-                                                          "of one recipe differ by up to ~0.015 recall@5 between seeds (benchmarks/RESULTS.md, "
+                   seed: Annotated[int, typer.Option(help="Random seed (batch order, positives, hard negatives); the shipped model was trained with "
+                                                          "the default of the time, 13. Two seeds of today's recipe both gave recall@5 0.926, but "
+                                                          "their dev/test halves moved by 2 queries and recall@1 by 0.03 (benchmarks/RESULTS.md, "
                                                           "session 11): compare recipes over more than one seed.")] = 13) -> None:
     """Fine-tune the retrieval embedder on the corpus (examples and summaries -> their clause, hard negatives from
     confusable clauses), starting from the packaged all-MiniLM-L6-v2. Retrieval queries are never used.

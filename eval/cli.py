@@ -15,8 +15,8 @@ eval_app = typer.Typer(help="Offline evaluation: run datasets and suites, measur
 def retrieval(out: Annotated[Path | None, typer.Option(help="Write the figures as JSON here.")] = None,
               methods: Annotated[str, typer.Option(help="Comma-separated: bm25,dense,hybrid,rerank (rerank needs COPILOT_USE_RERANKER=true and a trained reranker)")] = "bm25,dense,hybrid") -> None:
     """Recall@1, recall@5 and MRR@10 of each retrieval method on eval/retrieval/queries, overall, per area and per kind,
-    against the writer's gold clauses; beside them, the same counting a blind second annotator's equally correct
-    clauses too (eval/retrieval/README.md)."""
+    against the writer's gold clauses; beside the overall figures, the same counting a blind second annotator's
+    equally correct clauses too (eval/retrieval/README.md)."""
     from copilot.config import get_settings
     from copilot.runtime import Runtime
     from eval.retrieval_eval import evaluate, load_queries, markdown

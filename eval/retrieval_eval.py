@@ -2,10 +2,11 @@
 
 A query counts as found at k when any of its gold clauses is in the top k (most queries have one gold clause).
 
-`gold` is the writer's answer and the headline figures use it alone. `also` lists clauses a second annotator, reading
-only the query and the policy (blind to any ranking), judged equally correct: mostly another area's clause the policy
-itself says to apply too (a threat against a named person is both VIO-1.1 and HAR-2.1). Figures counting either
-annotator's clauses are reported beside the headline ones, never instead of them.
+`gold` is the writer's answer and every headline figure (overall, per area, per kind, misses) uses it alone. `also`
+lists clauses a second annotator, reading only the query and the policy (blind to any ranking), judged equally
+correct because their own rule squarely covers the query: mostly another area's clause (a threat against a named
+person is both VIO-1.1 and HAR-2.1). An overall figure counting either annotator's clauses is reported beside the
+headline, never instead of it.
 """
 
 from __future__ import annotations
@@ -40,17 +41,24 @@ class Query:
 def load_queries(folder: Path = QUERIES) -> list[Query]:
     out = []
     for path in sorted(folder.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                r = json.loads(line)
-                out.append(Query(r["id"], r["area"], r["kind"], r["query"], r["gold"], r.get("also", [])))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            gold, also = r.get("gold"), r.get("also", [])
+            # a string here would be read as a set of characters and every query would silently miss
+            if not (isinstance(gold, list) and gold and isinstance(also, list) and all(isinstance(c, str) for c in gold + also)):
+                raise ValueError(f"{path}:{n}: gold must be a non-empty list of clause IDs and also a list of clause IDs")
+            out.append(Query(r["id"], r["area"], r["kind"], r["query"], gold, also))
     return out
 
 
 def evaluate(index, queries: list[Query], methods: tuple[str, ...] = METHODS, rrf_k: int = RRF_K) -> dict:  # type: ignore[no-untyped-def]
-    unknown = {g for q in queries for g in q.acceptable if g not in index.corpus.clauses}
-    if unknown:
-        raise ValueError(f"queries cite clauses missing from the corpus: {sorted(unknown)}")
+    # a clause that is unknown or retired can never be retrieved: the query would count as a miss for no reason
+    bad = [f"{q.id} {field_}={cid}" for q in queries for field_ in ("gold", "also") for cid in getattr(q, field_)
+           if cid not in index.corpus.clauses or index.corpus.clauses[cid].status != "active"]
+    if bad:
+        raise ValueError(f"queries cite clauses that are not active in corpus {index.corpus.version}: {', '.join(bad)}")
     results: dict = {}
     for method in methods:
         per_q = []
@@ -60,9 +68,7 @@ def evaluate(index, queries: list[Query], methods: tuple[str, ...] = METHODS, rr
             hits = index.search(q.query, k=10, method=method, rrf_k=rrf_k)
             latencies.append((time.perf_counter() - t0) * 1000)
             ranked = [h.clause_id for h in hits]
-            rank = next((i + 1 for i, c in enumerate(ranked) if c in q.gold), None)
-            either = next((i + 1 for i, c in enumerate(ranked) if c in q.acceptable), None)
-            per_q.append((q, rank, either))
+            per_q.append((q, _first_rank(ranked, set(q.gold)), _first_rank(ranked, q.acceptable)))
         results[method] = {
             "overall": _summ([r for _, r, _ in per_q]),
             "overall_either_annotator": _summ([e for _, _, e in per_q]),
@@ -72,6 +78,10 @@ def evaluate(index, queries: list[Query], methods: tuple[str, ...] = METHODS, rr
             "misses": [q.id for q, r, _ in per_q if r is None or r > 5],
         }
     return results
+
+
+def _first_rank(ranked: list[str], wanted: set[str]) -> int | None:
+    return next((i + 1 for i, c in enumerate(ranked) if c in wanted), None)
 
 
 def _summ(ranks: list[int | None]) -> dict:

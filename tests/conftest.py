@@ -50,8 +50,8 @@ def assert_final_rationale_matches_stream(rt: Runtime, streamed: str, rationale:
         assert rationale.startswith(streamed[:20]), (streamed, rationale)
 
 
-def require_media(settings: Settings | None = None) -> None:
-    """Skip a media test where ffmpeg / Tesseract / espeak-ng or the speech model are missing; under CI fail instead."""
+def media_problems(settings: Settings | None = None) -> list[str]:
+    """What keeps video and audio cases from working here: missing Debian tools or speech model (empty when ready)."""
     import shutil
 
     from copilot.errors import ComponentMissing
@@ -62,6 +62,12 @@ def require_media(settings: Settings | None = None) -> None:
         media_models.verify((settings or Settings()).whisper_path)
     except ComponentMissing as exc:
         problems.append(exc.detail)
+    return problems
+
+
+def require_media(settings: Settings | None = None) -> None:
+    """Skip a media test where ffmpeg / Tesseract / espeak-ng or the speech model are missing; under CI fail instead."""
+    problems = media_problems(settings)
     if problems:
         if os.environ.get("CI"):
             raise RuntimeError("media test prerequisites missing: " + "; ".join(problems))

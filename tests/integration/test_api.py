@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import os
 
 import httpx
 import pytest
-from conftest import Server
+from conftest import Server, media_problems
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +30,13 @@ def test_health_and_ready(server: Server) -> None:
     assert r.status_code == 200
     comps = {c["name"]: c for c in r.json()["components"]}
     assert set(comps) == {"corpus", "index", "classifier", "database", "llm", "media", "llm_prefix"}
-    # optional: never gates readiness. "missing" is a checkout where `make media` was not run; it must say why.
-    assert comps["media"]["required"] is False and comps["media"]["status"] in ("ready", "loading", "missing")
-    assert comps["media"]["status"] != "missing" or comps["media"]["detail"]
+    assert comps["media"]["required"] is False  # optional: never gates readiness (the 200 above)
+    if comps["media"]["status"] == "missing":
+        # only where its prerequisites really are absent (no `make media` here); a loader that breaks on a complete
+        # install must not pass as "missing", and CI installs everything
+        assert media_problems(server.runtime.settings) and not os.environ.get("CI"), comps["media"]
+    else:
+        assert comps["media"]["status"] in ("ready", "loading"), comps["media"]
     assert all(comps[n]["status"] == "ready" for n in ("corpus", "index", "classifier", "database"))
     assert comps["llm"]["status"] == "not_configured" and comps["llm_prefix"]["status"] == "not_configured"
     # which backend each model runs on is visible (a silent ONNX -> torch fallback would cost 3x search time)

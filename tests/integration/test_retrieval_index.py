@@ -120,21 +120,34 @@ def test_reranker_pairs_come_from_the_corpus_with_hard_negatives(runtime) -> Non
     assert not {q.query for q in load_queries()} & {q for q, _, _ in pairs}
 
 
-def test_retrieval_eval_keeps_the_second_annotators_clauses_out_of_the_headline(runtime) -> None:  # type: ignore[no-untyped-def]
-    from eval.retrieval_eval import Query, evaluate, load_queries
+def test_retrieval_eval_keeps_the_second_annotators_clauses_out_of_the_headline(runtime, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from eval.retrieval_eval import QUERIES, Query, evaluate, load_queries, markdown
 
     text = "i know where you live and i'll be waiting outside your door tonight"
-    ranked = [h.clause_id for h in runtime.index.search(text, k=10)]
+    ranked = [h.clause_id for h in runtime.index.search(text, k=10, method="hybrid")]
     absent = next(c.id for c in runtime.corpus.active if c.id not in ranked)
-    q = Query("t-1", runtime.corpus.clauses[absent].area, "case", text, gold=[absent], also=[ranked[0]])
-    r = evaluate(runtime.index, [q], ("hybrid",))["hybrid"]
-    assert r["overall"]["recall@5"] == 0.0 and r["misses"] == ["t-1"]  # the writer's gold alone decides the headline
-    assert r["overall_either_annotator"]["recall@1"] == 1.0
-    with pytest.raises(ValueError, match=r"NOPE-1\.1"):
+    area = runtime.corpus.clauses[absent].area
+    q = Query("t-1", area, "case", text, gold=[absent], also=[ranked[0]])
+    results = evaluate(runtime.index, [q], ("hybrid",))
+    r = results["hybrid"]
+    # the writer's gold alone decides every headline figure; the second annotator's clause only the side figure
+    assert r["overall"]["recall@5"] == r["by_area"][area]["recall@5"] == r["by_kind"]["case"]["recall@5"] == 0.0
+    assert r["misses"] == ["t-1"] and r["overall_either_annotator"]["recall@1"] == 1.0
+    assert "| hybrid | 1.0 | 1.0 | 1.0 |" in markdown(results)
+    with pytest.raises(ValueError, match=r"t-2 also=NOPE-1\.1"):
         evaluate(runtime.index, [Query("t-2", "hate", "case", text, gold=[absent], also=["NOPE-1.1"])], ("hybrid",))
-    # the shipped queries: a second annotator's clause never repeats the gold, and look-alikes only gain allowances
+    (tmp_path / "q.jsonl").write_text('{"id": "x", "area": "hate", "kind": "case", "query": "q", "gold": ["HAT-1.1"], "also": "HAR-2.1"}\n')
+    with pytest.raises(ValueError, match=r"q\.jsonl:1"):
+        load_queries(tmp_path)
+    # the shipped queries: a second annotator's clause is active, never repeats the gold, and look-alikes only gain
+    # allowances (the annotator's brief)
+    annotated = {r["id"]: r for r in map(json.loads, (QUERIES.parent / "second_annotator.jsonl").read_text().splitlines())}
     for query in load_queries():
+        row = annotated[query.id]  # every query was annotated; `also` is what it added, unless set aside as weakest
+        assert query.also == (row["add"] if row.get("applied") else []), query.id
         assert not set(query.also) & set(query.gold), query.id
+        assert all(runtime.corpus.clauses[c].status == "active" for c in query.also if c in runtime.corpus.clauses), query.id
+        assert set(query.also) <= set(runtime.corpus.clauses), query.id
         if query.kind == "lookalike":
             assert all(runtime.corpus.clauses[c].kind == "allowance" for c in query.also), query.id
 
