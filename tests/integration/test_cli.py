@@ -135,7 +135,7 @@ def test_finetune_embedder_refuses_a_bad_training_file_before_loading_anything(s
     bad = tmp_path / "queries.jsonl"
     bad.write_text('{"text": "can I post my ex\'s address?", "clause_id": "PRV-1.1"}\n{"text": "x", "clause_id": "ZZZ-1.1"}\n')
     out = tmp_path / "embedder"
-    r = copilot("index", "finetune-embedder", "--out", str(out), "--extra", str(bad), "--seed", "7", settings=settings, env={"COLUMNS": "400"})  # one line
+    r = copilot("index", "finetune-embedder", "--out", str(out), "--extra", str(bad), "--seed", "7", "--linked-lookalikes", settings=settings, env={"COLUMNS": "400"})  # one line
     assert r.returncode == 2, r.stdout + r.stderr
     assert "--extra" in r.stderr and "queries.jsonl:2" in r.stderr and "ZZZ-1.1" in r.stderr
     assert not out.exists()
