@@ -181,7 +181,7 @@ def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder 
 
     Writes models/embedder (used by default when present; COPILOT_EMBEDDER_PATH overrides). After a corpus edit, rerun
     it and measure with `copilot eval retrieval` and `copilot eval run --dataset eval/cases/gold` before shipping.
-    About 13-16 minutes on 2 cores for 3 epochs."""
+    About 11-16 minutes on 2 cores for 3 epochs."""
     from copilot.policy import load_corpus
     from copilot.retrieval.embedder import base_embedder_path
     from copilot.retrieval.finetune import FinetuneArgs, TrainingDataError, finetune
