@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from copilot.config import PROJECT_ROOT
+from copilot.policy.corpus import Corpus
 from copilot.retrieval.index import RRF_K
 
 QUERIES = PROJECT_ROOT / "eval" / "retrieval" / "queries"
@@ -53,10 +54,15 @@ def load_queries(folder: Path = QUERIES) -> list[Query]:
     return out
 
 
+def inactive_clauses(corpus: Corpus, queries: list[Query]) -> list[str]:
+    """`<query id> gold=<clause>` / `also=<clause>` for every clause a query names that the corpus lacks or retired:
+    such a clause can never be retrieved, so the query would count as a miss for no reason."""
+    return [f"{q.id} {name}={cid}" for q in queries for name, ids in (("gold", q.gold), ("also", q.also)) for cid in ids
+            if cid not in corpus.clauses or corpus.clauses[cid].status != "active"]
+
+
 def evaluate(index, queries: list[Query], methods: tuple[str, ...] = METHODS, rrf_k: int = RRF_K) -> dict:  # type: ignore[no-untyped-def]
-    # a clause that is unknown or retired can never be retrieved: the query would count as a miss for no reason
-    bad = [f"{q.id} {field_}={cid}" for q in queries for field_ in ("gold", "also") for cid in getattr(q, field_)
-           if cid not in index.corpus.clauses or index.corpus.clauses[cid].status != "active"]
+    bad = inactive_clauses(index.corpus, queries)
     if bad:
         raise ValueError(f"queries cite clauses that are not active in corpus {index.corpus.version}: {', '.join(bad)}")
     results: dict = {}

@@ -62,11 +62,16 @@ def test_files_under_eval_are_refused_as_training_queries(corpus: Corpus) -> Non
 
 
 def test_the_default_recipe_trains_on_the_chunks_the_shipped_embedder_saw(corpus: Corpus) -> None:
-    from copilot.retrieval.chunks import corpus_chunks
+    from copilot.retrieval.chunks import Chunk, corpus_chunks, named_allowance
     from copilot.retrieval.finetune import corpus_anchors, training_chunks
 
     index_chunks = corpus_chunks(corpus)
-    linked = [c for c in index_chunks if c.kind == "allowed" and c.text not in corpus.clauses[c.clause_id].non_violating]
+    # derived from the linking rule itself, not from training_chunks' filter (a look-alike that is also the allowance's
+    # own example is that example's chunk, which stays)
+    linked = list(dict.fromkeys(  # one chunk per (allowance, text), as the index keeps them
+        Chunk(target, "allowed", ex) for cl in corpus.active if cl.kind == "prohibition"
+        for ex, why in zip(cl.non_violating, cl.non_violating_why, strict=False)
+        if (target := named_allowance(corpus, cl, why)) is not None and ex not in corpus.clauses[target].non_violating))
     assert linked  # the index links prohibitions' look-alikes to their allowance (session 6)
     default = training_chunks(corpus)
     assert not set(linked) & set(default) and len(default) == len(index_chunks) - len(linked)
