@@ -12,7 +12,8 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,13 @@ class ChatBackend:
         on_text: Callable[[str], None] | None,
     ) -> StructuredResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @contextmanager
+    def conversation(self, deadline: float | None = None) -> Iterator[None]:
+        """Hold the model for the calls of one exchange (a two-turn prompt's turns): a local backend lets no other
+        request in between, so the second turn goes on from the first one's KV state. A remote endpoint keeps no state
+        between calls: nothing to hold."""
+        yield
 
     def warm_prefix(self, system_text: str) -> None:
         """Prepare the model for prompts starting with this system message (local backends cache its KV state)."""

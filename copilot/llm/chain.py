@@ -73,6 +73,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -506,8 +507,10 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
         return check_suggestion(res.data, res.error, by_id, corpus, case, echo_lines)
 
     stream = _ReasoningStream(on_text) if on_text is not None else None
+    hold = ExitStack()
     try:
         if turns:  # turn 1: the case alone, described (what streams first); turn 2: the whole answer, clauses in view
+            hold.enter_context(llm.conversation(deadline))  # no other request between the turns (see conversation())
             cap = min(call_tokens(), DESCRIBE_CALL_TOKENS)
             first = _call(llm, messages, reasoning_schema(), cap, deadline, stream.feed if stream else None, "suggest-describe")
             charge(first, cap)
@@ -569,6 +572,8 @@ def _run(rt: Runtime, case: Case, fast: Suggestion, on_text: OnText | None = Non
         sug = _fallback(rt, fast, f"LLM call failed: {type(exc).__name__}: {exc}", t0, prompt_version, (tokens[0], tokens[1]))
         sug.repair_reasons = repair_reasons
         return sug
+    finally:
+        hold.close()
     out: LLMSuggestion = checked.out
     decision = ensemble(rt, fast, out, checked.clauses)
     if (reason := language_reason(case)) is not None:  # the LLM reads other languages, but the corpus and scores do not

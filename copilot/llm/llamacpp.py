@@ -44,6 +44,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ class LlamaCppChat(BaseChatModel):
         bos = model.token_get_text(self._llama.token_bos()) if self._llama.token_bos() != -1 else ""
         self._fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
         self._fmt_prefix = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=False)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by the calls of a held conversation (see conversation())
         self._states = OrderedDict()
         self._grammars = {}
         self._warmed = set()
@@ -200,9 +201,8 @@ class LlamaCppChat(BaseChatModel):
 
         The fixed prefix is trusted only when its KV state is the one evaluated (or restored) alone: after a call with
         ``prefix_reuse=False`` the cache holds it as part of a whole prompt's batches, which is not the same arithmetic.
-        Known limit: a two-turn prompt's second turn reuses the first only if no other request took the model between
-        the two (the lock is released in between); otherwise turn 2 is evaluated after the prefix in one go, which can
-        flip a near-tie, so under concurrent load such an answer may differ from the one given alone."""
+        A two-turn prompt's chain holds the model across its turns (``conversation``), so no other request comes in
+        between and the second turn always goes on from the first."""
         llama = self._llama
         if not self.prefix_reuse:
             llama.reset()
@@ -257,6 +257,22 @@ class LlamaCppChat(BaseChatModel):
         while len(self._states) > MAX_PREFIX_STATES:
             self._states.popitem(last=False)
 
+    def _acquire(self, deadline: float | None) -> None:
+        if not self._lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise LLMTimeout("timed out waiting for the local model (another request holds it)")
+
+    @contextmanager
+    def conversation(self, deadline: float | None = None) -> Iterator[None]:
+        """Hold the model, in this thread, for the calls of one exchange: a two-turn prompt's second turn then goes on
+        from the KV state of the first (its prompt and answer) whatever other requests wait, so an answer under load is
+        the one given alone, and turn 1 is not evaluated twice. The waiting requests lose nothing: one model computes one
+        call at a time anyway."""
+        self._acquire(deadline)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def warm_prefix(self, system_text: str) -> None:
         """Evaluate (or restore) the KV state of a system prompt ahead of the first request."""
         from langchain_core.messages import HumanMessage, SystemMessage
@@ -310,9 +326,7 @@ class LlamaCppChat(BaseChatModel):
 
         stats = stats if stats is not None else {}
         t0 = time.perf_counter()
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not self._lock.acquire(timeout=-1 if wait is None else wait):
-            raise LLMTimeout("timed out waiting for the local model (another request holds it)")
+        self._acquire(deadline)
         gen: Any = None
         try:
             tokens, prefix_len = self.tokenize_messages(messages)
@@ -677,6 +691,11 @@ class LlamaCppBackend(ChatBackend):
             first_token_s=stats.get("first_token_s"), passes=int(stats.get("passes") or stats.get("completion_tokens", 0)),
             accepted_draft_tokens=int(stats.get("accepted_tokens", 0)),
         )
+
+    @contextmanager
+    def conversation(self, deadline: float | None = None) -> Iterator[None]:
+        with self.chat.conversation(deadline):
+            yield
 
     def warm_prefix(self, system_text: str) -> None:
         self.chat.warm_prefix(system_text)

@@ -785,3 +785,35 @@ def test_smollm_two_turn_prompt_reuses_turn_one_in_turn_two(smol_rt: Runtime) ->
     assert first.data is not None and set(first.data) == {"reasoning"}  # turn 1's grammar allows the reasoning alone
     # turn 2 starts from the KV state turn 1 left (its prompt and answer): only the new message is evaluated
     assert second.cached_tokens >= first.prompt_tokens
+
+
+def test_smollm_two_turn_conversations_asked_together_each_go_on_from_their_own_first_turn(smol_rt: Runtime) -> None:
+    rt = Runtime(smol_rt.settings.model_copy(update={"llm_suggest_prompt": TWO_TURN}))
+    rt._values.update(smol_rt._values)
+    suggestion_cache(rt).clear()
+    cases = [Case.from_text(HATE + f" (two turns, together {i})") for i in range(2)]
+    rt.llm.history.clear()  # a bounded log: counting what it held before would not find the new calls once it is full
+    start = threading.Barrier(2)
+
+    def ask_one(case: Case) -> Suggestion:
+        start.wait()  # both requests want the model at once
+        return suggest(rt, case, mode="full")
+
+    threads_out: dict[int, Suggestion] = {}
+    threads = [threading.Thread(target=lambda i=i: threads_out.__setitem__(i, ask_one(cases[i]))) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert sorted(threads_out) == [0, 1]
+    for i, case in enumerate(cases):
+        _assert_valid_or_documented_fallback(rt, threads_out[i], case)
+    calls = list(rt.llm.history)
+    purposes = [purpose for purpose, _ in calls]
+    describes = [n for n, p in enumerate(purposes) if p == "suggest-describe"]
+    assert len(describes) == 2, purposes
+    for n in describes:
+        # the other request never took the model between a conversation's turns: its turn 2 comes next and goes on
+        # from turn 1's KV state (without the hold, the second request's turn 1 ran in between and turn 2 started over)
+        assert purposes[n + 1] == "suggest", purposes
+        assert calls[n + 1][1].cached_tokens >= calls[n][1].prompt_tokens
