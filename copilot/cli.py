@@ -172,6 +172,9 @@ def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder 
                                                                         "an allowance. Off by default, so that seed 13 reproduces the shipped "
                                                                         "model bit for bit; with or without them measured alike over two seeds "
                                                                         "(benchmarks/RESULTS.md, session 11).")] = False,
+                   base: Annotated[Path | None, typer.Option(exists=True, file_okay=False, help="Sentence-transformers folder to start from "
+                                                                     "(default: the packaged all-MiniLM-L6-v2), e.g. the all-mpnet-base-v2 "
+                                                                     "folder `make embedder-mpnet` installs; needs --out.")] = None,
                    seed: Annotated[int, typer.Option(help="Random seed (batch order, positives, hard negatives); the shipped model is seed 13. "
                                                           "Training is deterministic on CPU, but seeds differ: 0.941 and 0.916 recall@5 for the "
                                                           "shipped recipe with seeds 13 and 14 (benchmarks/RESULTS.md, session 11). Compare "
@@ -181,16 +184,19 @@ def index_finetune(out: Annotated[Path | None, typer.Option(help="Output folder 
 
     Writes models/embedder (used by default when present; COPILOT_EMBEDDER_PATH overrides). After a corpus edit, rerun
     it and measure with `copilot eval retrieval` and `copilot eval run --dataset eval/cases/gold` before shipping.
-    About 11-16 minutes on 2 cores for 3 epochs."""
+    About 11-16 minutes on 2 cores for 3 epochs; with --base all-mpnet-base-v2 about 25 minutes for one epoch
+    (`make embedder-mpnet` runs that)."""
     from copilot.policy import load_corpus
     from copilot.retrieval.embedder import base_embedder_path
     from copilot.retrieval.finetune import FinetuneArgs, TrainingDataError, finetune
 
     s = get_settings()
+    if base is not None and out is None:
+        fail("--base trains another model than the shipped one: give --out so models/embedder is not replaced", 2)
     out_dir = out or s.models_dir / "embedder"
     files = tuple(extra or ())
     try:  # the files are read before the model loads: a bad line fails at once, naming file:line
-        info = finetune(load_corpus(s.corpus_dir), base_embedder_path(), FinetuneArgs(
+        info = finetune(load_corpus(s.corpus_dir), base or base_embedder_path(), FinetuneArgs(
             out_dir=out_dir, epochs=epochs, hard_negatives=hard_negatives, mask_own_clause_negatives=mask_own_negatives, extra_anchors=files,
             seed=seed, linked_lookalikes=linked_lookalikes))
     except TrainingDataError as exc:

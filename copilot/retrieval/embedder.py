@@ -78,15 +78,18 @@ def _file_lock(path: Path) -> Iterator[None]:
 class Embedder:
     """Sentence embeddings (mean pooling, L2-normalised) from a sentence-transformers folder.
 
-    Backends: "onnx" runs the encoder as a fused fp32 ONNX graph exported here once per model (cached under
-    cache_dir, checked against sentence-transformers on probe texts before use); "torch" runs sentence-transformers;
-    "auto" tries onnx and falls back to torch with a warning. Why ONNX: one short query costs ~9 ms through
-    sentence-transformers and ~3 ms through the fused graph with the same vectors (benchmarks/RESULTS.md); the
-    fast path embeds every case, and the index embeds every chunk. Not int8: it moves vectors (cosine ~0.98).
+    Backends: "onnx" runs the encoder as an fp32 ONNX graph (attention fused for BERT encoders such as MiniLM)
+    exported here once per model (cached under cache_dir, checked against sentence-transformers on probe texts before
+    use); "torch" runs sentence-transformers; "auto" tries onnx and falls back to torch with a warning. Why ONNX: one
+    short query costs ~9 ms through sentence-transformers and ~3 ms through the fused graph with the same vectors
+    (benchmarks/RESULTS.md); the fast path embeds every case, and the index embeds every chunk. Not int8: it moves
+    vectors (cosine ~0.98 for MiniLM, ~0.9 for mpnet).
     """
 
-    def __init__(self, path: Path | None = None, threads: int = 2, backend: str = "auto", cache_dir: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, threads: int = 2, backend: str = "auto", cache_dir: Path | None = None,
+                 fuse: bool | None = None) -> None:
         self.path = path or default_embedder_path()
+        self._fuse = fuse  # ONNX attention fusion: None = where ONNX Runtime knows the graph (BERT); False for tests
         if not (self.path / "modules.json").exists():
             raise ComponentMissing(f"embedder: no sentence-transformers model at {self.path}")
         self.threads = threads
@@ -148,8 +151,9 @@ class Embedder:
             raise RuntimeError(f"only Transformer + mean Pooling + Normalize models are exported (this one: {kinds}, pooling {pooling})")
         model_dir = self.path / modules[0].get("path", "")
         config = json.loads((model_dir / "config.json").read_text())
-        if config.get("model_type") != "bert":  # the fusion below knows BERT's graph (MiniLM is one); mpnet is not
-            raise RuntimeError(f"ONNX export covers BERT encoders only, not model_type {config.get('model_type')!r}")
+        # ONNX Runtime's attention fusion knows BERT's graph (MiniLM is one); other encoders (mpnet) run unfused, still
+        # ~3x faster than torch for one short query (benchmarks/RESULTS.md, session 12)
+        fuse = config.get("model_type") == "bert" if self._fuse is None else self._fuse
         self.dim = int(config["hidden_size"])
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         st_config = model_dir / "sentence_bert_config.json"
@@ -163,7 +167,7 @@ class Embedder:
 
         # the key covers what the checked graph depends on: weights, configs, the max length and this export code
         key = hashlib.sha256("\0".join([sha256_file(weights), json.dumps(config, sort_keys=True), json.dumps(pooling, sort_keys=True),
-                                        str(self.max_len), str(_EXPORT_VERSION)]).encode()).hexdigest()[:16]
+                                        str(self.max_len), str(_EXPORT_VERSION), "" if fuse else "unfused"]).encode()).hexdigest()[:16]
         target = cache_dir / "embedder-onnx" / f"{key}.onnx"
         target.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(target.with_suffix(".lock")):  # one exporter per data dir; the others wait and reuse its file
@@ -174,17 +178,17 @@ class Embedder:
                     log.warning("embedder: cached ONNX graph %s unusable (%s); exporting again", target, exc)
                     target.replace(target.with_suffix(".bad"))
             if not target.exists():
-                self._export(target, model_dir, config)
+                self._export(target, model_dir, config, fuse)
                 self.session = onnx_graph.session(target, self.threads)
-        self.backend = "onnx-fp32"
+        self.backend = "onnx-fp32" if fuse else "onnx-fp32-unfused"
 
-    def _export(self, target: Path, model_dir: Path, config: dict) -> None:  # type: ignore[type-arg]
+    def _export(self, target: Path, model_dir: Path, config: dict, fuse: bool) -> None:  # type: ignore[type-arg]
         import tempfile
 
         import torch
         from transformers import AutoModel
 
-        log.info("embedder: exporting %s to a fused ONNX graph at %s (once per model)", self.path, target)
+        log.info("embedder: exporting %s to %s ONNX graph at %s (once per model)", self.path, "a fused" if fuse else "an", target)
         base = AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager", dtype=torch.float32).eval()
 
         class Encoder(torch.nn.Module):  # positional (ids, mask) -> last hidden state, whatever forward's signature is
@@ -202,7 +206,10 @@ class Embedder:
                 torch.onnx.export(Encoder().eval(), (enc["input_ids"], enc["attention_mask"]), str(raw), input_names=["input_ids", "attention_mask"],
                                   output_names=["hidden"], dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}, "hidden": {0: "b", 1: "t"}},
                                   opset_version=17, dynamo=False)
-            onnx_graph.fuse(raw, fused, config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"])
+            if fuse:
+                onnx_graph.fuse(raw, fused, config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"])
+            else:
+                raw.replace(fused)
             self.session = onnx_graph.session(fused, self.threads)
             got = self._encode_onnx(_PROBES, 8)
             want = np.asarray(self.st.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True), dtype=np.float32)

@@ -210,10 +210,24 @@ def test_damaged_onnx_cache_is_exported_again_and_unknown_architectures_fall_bac
     again = Embedder(backend="auto", cache_dir=tmp_path)
     assert again.backend == "onnx-fp32" and again.encode(["still works"]).shape == (1, 384)
     assert (tmp_path / "embedder-onnx" / (graph.stem + ".bad")).exists()  # set aside for a look, not silently lost
-    # not a BERT encoder: auto says why and uses torch; onnx refuses clearly
+    # a pooling the export does not compute (CLS token): auto says why and uses torch; onnx refuses clearly
     other = tmp_path / "other"
     Embedder(backend="torch").st.save(str(other))
-    cfg = json.loads((other / "config.json").read_text())
-    (other / "config.json").write_text(json.dumps({**cfg, "model_type": "mpnet"}))
-    with pytest.raises(ComponentMissing, match="BERT encoders only"):
+    pooling = other / "1_Pooling" / "config.json"
+    cfg = json.loads(pooling.read_text())
+    pooling.write_text(json.dumps({**cfg, "pooling_mode": "cls", "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    with pytest.raises(ComponentMissing, match="mean Pooling"):
         Embedder(other, backend="onnx", cache_dir=tmp_path)
+    fallback = Embedder(other, backend="auto", cache_dir=tmp_path)
+    assert fallback.backend == "torch" and "mean Pooling" in (fallback.onnx_problem or "")
+
+
+def test_an_encoder_the_fusion_does_not_know_runs_on_an_unfused_graph_with_the_same_vectors(tmp_path: Path) -> None:
+    """mpnet (the opt-in base, `make embedder-mpnet`) takes this path; MiniLM forced through it tests it here."""
+    unfused = Embedder(backend="onnx", cache_dir=tmp_path, fuse=False)
+    fused = Embedder(backend="onnx", cache_dir=tmp_path)
+    assert (unfused.backend, fused.backend) == ("onnx-fp32-unfused", "onnx-fp32")
+    assert len(list((tmp_path / "embedder-onnx").glob("*.onnx"))) == 2  # cached apart: neither graph serves the other
+    texts = ["ok", "lol ur dead meat after school 🔪", "How do I kill a Python process?", "is quoting a slur to report it allowed?"]
+    cos = (unfused.encode(texts, batch_size=2) * Embedder(backend="torch").encode(texts)).sum(1)
+    assert cos.min() > 0.9999, cos
