@@ -43,8 +43,8 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,7 @@ class LlamaCppChat(BaseChatModel):
 
     _llama: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default=None)
+    _holder: int | None = PrivateAttr(default=None)  # the thread holding a conversation (see conversation())
     _fmt: Any = PrivateAttr(default=None)
     _fmt_prefix: Any = PrivateAttr(default=None)
     _states: Any = PrivateAttr(default=None)
@@ -130,7 +131,9 @@ class LlamaCppChat(BaseChatModel):
         bos = model.token_get_text(self._llama.token_bos()) if self._llama.token_bos() != -1 else ""
         self._fmt = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
         self._fmt_prefix = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, add_generation_prompt=False)
-        self._lock = threading.RLock()  # re-entered by the calls of a held conversation (see conversation())
+        # A plain lock, not an RLock: LangChain's async streaming may resume a generator (and release in its finally)
+        # on another thread than the one that acquired. The calls of a held conversation skip it instead (_acquire).
+        self._lock = threading.Lock()
         self._states = OrderedDict()
         self._grammars = {}
         self._warmed = set()
@@ -257,20 +260,29 @@ class LlamaCppChat(BaseChatModel):
         while len(self._states) > MAX_PREFIX_STATES:
             self._states.popitem(last=False)
 
-    def _acquire(self, deadline: float | None) -> None:
+    def _acquire(self, deadline: float | None) -> bool:
+        """Take the model for one call; False (nothing to release) when this thread already holds it in a conversation."""
+        if self._holder == threading.get_ident():
+            return False
         if not self._lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
             raise LLMTimeout("timed out waiting for the local model (another request holds it)")
+        return True
 
     @contextmanager
     def conversation(self, deadline: float | None = None) -> Iterator[None]:
         """Hold the model, in this thread, for the calls of one exchange: a two-turn prompt's second turn then goes on
         from the KV state of the first (its prompt and answer) whatever other requests wait, so an answer under load is
-        the one given alone, and turn 1 is not evaluated twice. The waiting requests lose nothing: one model computes one
-        call at a time anyway."""
-        self._acquire(deadline)
+        the one given alone, and turn 1 is not evaluated twice (a repair call of the exchange is held too). The waiting
+        requests lose nothing: one model computes one call at a time anyway. Inside a conversation, this thread's calls
+        (and a nested conversation) do not take the lock again; they must run on this thread."""
+        if not self._acquire(deadline):  # already held by this thread: the outer conversation releases it
+            yield
+            return
+        self._holder = threading.get_ident()
         try:
             yield
         finally:
+            self._holder = None
             self._lock.release()
 
     def warm_prefix(self, system_text: str) -> None:
@@ -279,7 +291,7 @@ class LlamaCppChat(BaseChatModel):
 
         if system_text in self._warmed:  # cheap after the first time: no waiting for the lock behind a running call
             return
-        with self._lock:
+        with self.conversation():
             tokens, prefix_len = self.tokenize_messages([SystemMessage(system_text), HumanMessage("x")])
             self._last_len = 0  # the next request starts a conversation of its own (only the first warm-up per text gets here)
             self._prepare_prefix(tokens, prefix_len)
@@ -320,13 +332,13 @@ class LlamaCppChat(BaseChatModel):
     def iter_text(
         self, messages: list[BaseMessage], *, json_schema: dict[str, Any] | None = None, max_tokens: int | None = None,
         deadline: float | None = None, stats: dict[str, Any] | None = None,
-    ) -> Iterator[str]:
+    ) -> Generator[str, None, None]:
         """Generate, yielding text as it is decoded; fills ``stats`` with token counts and the first-token time."""
         import llama_cpp
 
         stats = stats if stats is not None else {}
         t0 = time.perf_counter()
-        self._acquire(deadline)
+        acquired = self._acquire(deadline)
         gen: Any = None
         try:
             tokens, prefix_len = self.tokenize_messages(messages)
@@ -386,7 +398,8 @@ class LlamaCppChat(BaseChatModel):
         finally:
             if gen is not None:
                 gen.close()  # frees the grammar gate now, under the lock, not whenever this frame is collected
-            self._lock.release()
+            if acquired:
+                self._lock.release()
 
     def _eval_prompt(self, tokens: list[int]) -> None:
         """Evaluate the prompt past what the KV cache already holds (Llama.eval drops the cache beyond n_tokens first);
@@ -677,10 +690,12 @@ class LlamaCppBackend(ChatBackend):
         chat: LlamaCppChat = self.chat
         stats: dict[str, Any] = {}
         parts: list[str] = []
-        for piece in chat.iter_text(messages, json_schema=schema, max_tokens=max_tokens, deadline=deadline, stats=stats):
-            parts.append(piece)
-            if on_text is not None:
-                on_text(piece)
+        # closed on the spot when a consumer's on_text raises: the model is released now, not when the frame is collected
+        with closing(chat.iter_text(messages, json_schema=schema, max_tokens=max_tokens, deadline=deadline, stats=stats)) as pieces:
+            for piece in pieces:
+                parts.append(piece)
+                if on_text is not None:
+                    on_text(piece)
         raw = "".join(parts)
         data, error = parse_json_object(raw)
         if error and stats.get("finish_reason") == "length":
