@@ -83,7 +83,7 @@ class Embedder:
     use); "torch" runs sentence-transformers; "auto" tries onnx and falls back to torch with a warning. Why ONNX: one
     short query costs ~9 ms through sentence-transformers and ~3 ms through the fused graph with the same vectors
     (benchmarks/RESULTS.md); the fast path embeds every case, and the index embeds every chunk. Not int8: it moves
-    vectors (cosine ~0.98 for MiniLM, ~0.9 for mpnet).
+    vectors (cosine ~0.98 for MiniLM, 0.68-0.93 for mpnet).
     """
 
     def __init__(self, path: Path | None = None, threads: int = 2, backend: str = "auto", cache_dir: Path | None = None,

