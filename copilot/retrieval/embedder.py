@@ -201,22 +201,21 @@ class Embedder:
 
         enc = self.tokenizer(["tracing the graph"], return_tensors="pt")
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
-            raw, fused = Path(tmp) / "raw.onnx", Path(tmp) / "fused.onnx"
+            raw = graph = Path(tmp) / "raw.onnx"
             with torch.inference_mode():
                 torch.onnx.export(Encoder().eval(), (enc["input_ids"], enc["attention_mask"]), str(raw), input_names=["input_ids", "attention_mask"],
                                   output_names=["hidden"], dynamic_axes={"input_ids": {0: "b", 1: "t"}, "attention_mask": {0: "b", 1: "t"}, "hidden": {0: "b", 1: "t"}},
                                   opset_version=17, dynamo=False)
             if fuse:
-                onnx_graph.fuse(raw, fused, config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"])
-            else:
-                raw.replace(fused)
-            self.session = onnx_graph.session(fused, self.threads)
+                graph = Path(tmp) / "fused.onnx"
+                onnx_graph.fuse(raw, graph, config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"])
+            self.session = onnx_graph.session(graph, self.threads)
             got = self._encode_onnx(_PROBES, 8)
             want = np.asarray(self.st.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True), dtype=np.float32)
             worst = float((got * want).sum(1).min())
             if worst < _ONNX_MIN_COSINE:
                 raise RuntimeError(f"exported graph disagrees with sentence-transformers (cosine {worst:.5f})")
-            fused.replace(target)  # same file system: atomic, readers see the whole graph or none
+            graph.replace(target)  # same file system: atomic, readers see the whole graph or none
 
     def _encode_onnx(self, texts: list[str], batch_size: int) -> np.ndarray:
         if not texts:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -799,15 +800,10 @@ def test_smollm_two_turn_conversations_asked_together_each_go_on_from_their_own_
         start.wait()  # both requests want the model at once
         return suggest(rt, case, mode="full")
 
-    threads_out: dict[int, Suggestion] = {}
-    threads = [threading.Thread(target=lambda i=i: threads_out.__setitem__(i, ask_one(cases[i]))) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
-    assert sorted(threads_out) == [0, 1]
-    for i, case in enumerate(cases):
-        _assert_valid_or_documented_fallback(rt, threads_out[i], case)
+    with ThreadPoolExecutor(2) as pool:  # a request's exception is raised here, not lost in its thread
+        sugs = list(pool.map(ask_one, cases, timeout=600))
+    for case, sug in zip(cases, sugs, strict=True):
+        _assert_valid_or_documented_fallback(rt, sug, case)
     calls = list(rt.llm.history)
     purposes = [purpose for purpose, _ in calls]
     describes = [n for n, p in enumerate(purposes) if p == "suggest-describe"]
