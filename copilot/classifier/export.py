@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from copilot.onnx_graph import fuse
+from copilot.onnx_graph import fuse, root_logging_untouched
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ def export_onnx(folder: Path, check_texts: list[str] | None = None, check_y: np.
         raw.unlink(missing_ok=True)
     int8 = folder / "model.int8.onnx.candidate"
     # DefaultTensorType: shape inference cannot type the outputs of the fused com.microsoft ops
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True, extra_options={"DefaultTensorType": 1})
+    with root_logging_untouched():
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True, extra_options={"DefaultTensorType": 1})
     from copilot.classifier.artifacts import ClassifierMeta
 
     report: dict = {"model_id": ClassifierMeta.read(folder).model_id, "max_auprc_loss": max_auprc_loss, "fused": fused,

@@ -61,6 +61,22 @@ _PROBES = ["hello", "i will find you after school 🔪", "How do I kill a Python
            " ".join(["a long transcript line about the weekend match and the referee."] * 40)]
 _ONNX_MIN_COSINE = 0.9999
 _EXPORT_VERSION = 1  # bump when the export or pooling code changes: cached graphs are then rebuilt
+# What the int8 graph is calibrated on (which input channels stay fp32; see copilot.onnx_graph.quantize_int8). The
+# outlier channels are a property of the model that every input shows (they peak on the special tokens), so a fixed,
+# varied set keeps the graph reproducible without tying it to one corpus version.
+_CALIBRATION = [*_PROBES,
+    "is quoting a slur to report it allowed?", "can I post a news clip that shows the attack?",
+    "selling my old phone, dm me for the price", "this video shows how to build a birdhouse from scrap wood",
+    "Rule: threats of violence against a person or group are removed. Exceptions: fiction, news reporting.",
+    "ur so ugly nobody at school likes u lol", "join our group, we train for the day the system falls",
+    "my home address is on this flyer, please share it", "the vaccine has microchips, wake up people",
+    "click the link to claim your free gift card!!!", "I have been clean for a year today and I'm proud of it",
+    "transcript: welcome back to the channel, today we are reviewing the new game update and its patch notes",
+]
+# The int8 graph's vectors are not the fp32 ones: an index is built with the same graph (its own model id), so queries
+# and chunks share one space. The check only catches a quantisation that breaks the model (plain int8 mpnet: 0.57-0.72).
+_INT8_MIN_COSINE = 0.99
+_INT8_VERSION = 1  # bump when quantize_int8 or the calibration texts change
 
 
 @contextmanager
@@ -82,8 +98,12 @@ class Embedder:
     exported here once per model (cached under cache_dir, checked against sentence-transformers on probe texts before
     use); "torch" runs sentence-transformers; "auto" tries onnx and falls back to torch with a warning. Why ONNX: one
     short query costs ~9 ms through sentence-transformers and ~3 ms through the fused graph with the same vectors
-    (benchmarks/RESULTS.md); the fast path embeds every case, and the index embeds every chunk. Not int8: it moves
-    vectors (cosine ~0.98 for MiniLM, 0.68-0.93 for mpnet).
+    (benchmarks/RESULTS.md); the fast path embeds every case, and the index embeds every chunk.
+
+    "onnx-int8" (opt-in) quantises that graph to int8, keeping each layer's few outlier input channels in fp32
+    (copilot.onnx_graph.quantize_int8). Its vectors differ a little from fp32 ones (cosine >= 0.99 on the probes), so its
+    model id differs and the index is rebuilt with it. It embeds one text per pass: dynamic quantisation scales each
+    activation tensor as a whole, so in a batch a text's vector would depend on its neighbours and padding.
     """
 
     def __init__(self, path: Path | None = None, threads: int = 2, backend: str = "auto", cache_dir: Path | None = None,
@@ -107,22 +127,24 @@ class Embedder:
                 log.warning("embedder: %s is not JSON", ft)
         self.backend = "torch"
         self.onnx_problem: str | None = None  # why auto fell back to torch (shown by /readyz)
-        if backend in ("auto", "onnx"):
+        self.int8 = backend == "onnx-int8"
+        if backend in ("auto", "onnx", "onnx-int8"):
             try:
                 self._init_onnx(cache_dir or _default_cache())
             except Exception as exc:  # any export or runtime problem: torch still gives the same vectors
-                if backend == "onnx":
+                if backend != "auto":
                     raise ComponentMissing(f"embedder: ONNX backend unavailable for {self.path}: {exc}") from exc
                 self.onnx_problem = str(exc)
                 log.warning("embedder: using sentence-transformers (torch), ONNX unavailable: %s", exc)
         elif backend != "torch":
-            raise ValueError(f"embedder backend must be auto, onnx or torch, not {backend!r}")
+            raise ValueError(f"embedder backend must be auto, onnx, onnx-int8 or torch, not {backend!r}")
         if self.backend == "torch":
             getter = getattr(self.st, "get_embedding_dimension", None) or self.st.get_sentence_embedding_dimension
             self.dim = int(getter() or 0)
         log.info("embedder %s: backend %s", tag, self.backend)
-        # same id for both backends: the vectors agree to the probe tolerance, so an index built by one serves the other
-        self.model_id = f"{tag}@{self.dim}"
+        # same id for torch and fp32 ONNX: the vectors agree to the probe tolerance, so an index built by one serves the
+        # other; int8 vectors do not, so they get their own id (and index)
+        self.model_id = f"{tag}{'-int8' if self.int8 else ''}@{self.dim}"
 
     @property
     def st(self):  # type: ignore[no-untyped-def]
@@ -167,7 +189,8 @@ class Embedder:
 
         # the key covers what the checked graph depends on: weights, configs, the max length and this export code
         key = hashlib.sha256("\0".join([sha256_file(weights), json.dumps(config, sort_keys=True), json.dumps(pooling, sort_keys=True),
-                                        str(self.max_len), str(_EXPORT_VERSION), *([] if fuse else ["unfused"])]).encode()).hexdigest()[:16]
+                                        str(self.max_len), str(_EXPORT_VERSION), *([] if fuse else ["unfused"]),
+                                        *([f"int8-{_INT8_VERSION}"] if self.int8 else [])]).encode()).hexdigest()[:16]
         target = cache_dir / "embedder-onnx" / f"{key}.onnx"
         target.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(target.with_suffix(".lock")):  # one exporter per data dir; the others wait and reuse its file
@@ -180,7 +203,7 @@ class Embedder:
             if not target.exists():
                 self._export(target, model_dir, config, fuse)
                 self.session = onnx_graph.session(target, self.threads)
-        self.backend = "onnx-fp32" if fuse else "onnx-fp32-unfused"
+        self.backend = "onnx-int8" if self.int8 else "onnx-fp32" if fuse else "onnx-fp32-unfused"
 
     def _export(self, target: Path, model_dir: Path, config: dict, fuse: bool) -> None:  # type: ignore[type-arg]
         import tempfile
@@ -215,9 +238,26 @@ class Embedder:
             worst = float((got * want).sum(1).min())
             if worst < _ONNX_MIN_COSINE:
                 raise RuntimeError(f"exported graph disagrees with sentence-transformers (cosine {worst:.5f})")
+            if self.int8:
+                graph = self._quantize(graph, Path(tmp) / "int8.onnx")
             graph.replace(target)  # same file system: atomic, readers see the whole graph or none
 
+    def _quantize(self, fp32: Path, dst: Path) -> Path:
+        ids = self.tokenizer(_CALIBRATION, truncation=True, max_length=self.max_len)["input_ids"]
+        feeds = [dict(zip(("input_ids", "attention_mask"), onnx_graph.pad([i], self.tokenizer.pad_token_id), strict=True)) for i in ids]
+        stats = onnx_graph.quantize_int8(fp32, dst, feeds)
+        self.session = onnx_graph.session(dst, self.threads)
+        got = self._encode_onnx(_CALIBRATION, 1)
+        want = np.asarray(self.st.encode(_CALIBRATION, normalize_embeddings=True, convert_to_numpy=True), dtype=np.float32)
+        worst = float((got * want).sum(1).min())
+        log.info("embedder: int8 graph %s, worst cosine to fp32 %.4f on %d texts", stats, worst, len(_CALIBRATION))
+        if worst < _INT8_MIN_COSINE:
+            raise RuntimeError(f"int8 graph too far from fp32 (cosine {worst:.4f} < {_INT8_MIN_COSINE})")
+        return dst
+
     def _encode_onnx(self, texts: list[str], batch_size: int) -> np.ndarray:
+        if self.int8:
+            batch_size = 1
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         ids = self.tokenizer(texts, truncation=True, max_length=self.max_len)["input_ids"]

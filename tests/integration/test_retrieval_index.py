@@ -236,3 +236,42 @@ def test_an_encoder_the_fusion_does_not_know_runs_on_an_unfused_graph_with_the_s
     texts = ["ok", "lol ur dead meat after school 🔪", "How do I kill a Python process?", "is quoting a slur to report it allowed?"]
     cos = (unfused.encode(texts, batch_size=2) * Embedder(backend="torch").encode(texts)).sum(1)
     assert cos.min() > 0.9999, cos
+
+
+def test_int8_embedder_keeps_outlier_channels_in_fp32_and_has_its_own_index_id(tmp_path: Path) -> None:
+    """`COPILOT_EMBEDDER_BACKEND=onnx-int8`, the fast path for the opt-in mpnet (benchmarks/RESULTS.md, "Session 14")."""
+    from copilot import onnx_graph
+    from copilot.retrieval.embedder import _CALIBRATION
+
+    int8 = Embedder(backend="onnx-int8", cache_dir=tmp_path)
+    fp32 = Embedder(backend="onnx", cache_dir=tmp_path)
+    assert int8.backend == "onnx-int8" and int8.model_id == fp32.model_id.replace("@", "-int8@")  # an fp32 index is never reused
+    texts = ["ok", "lol ur dead meat after school 🔪", "How do I kill a Python process?", "is quoting a slur to report it allowed?"]
+    want = fp32.encode(texts)
+    split = (int8.encode(texts) * want).sum(1)
+    assert split.min() > 0.99, split
+    # one text per pass: a text's vector does not depend on what it is embedded with
+    assert np.array_equal(int8.encode(texts)[1:2], int8.encode(texts[1:2]))
+
+    (graph,) = [g for g in (tmp_path / "embedder-onnx").glob("*.onnx") if "DynamicQuantizeLinear" not in {n.op_type for n in _load(g).graph.node}]
+    feeds = [dict(zip(("input_ids", "attention_mask"), onnx_graph.pad([i], 0), strict=True))
+             for i in fp32.tokenizer(_CALIBRATION[:4])["input_ids"]]
+
+    def cosines(**kw: float) -> np.ndarray:
+        out = tmp_path / "variant.onnx"
+        onnx_graph.quantize_int8(graph, out, feeds, **kw)
+        probe = Embedder(backend="onnx", cache_dir=tmp_path)
+        probe.session = onnx_graph.session(out, 1)
+        return (probe.encode(texts, batch_size=1) * want).sum(1)
+
+    # every channel on the fp32 side: the decomposition alone must give the fp32 vectors back
+    assert cosines(outlier_ratio=0.0, max_outliers=10**6).min() > 0.99999
+    # no channel on the fp32 side (plain per-channel int8) is measurably worse than the split
+    plain = cosines(outlier_ratio=1e9)
+    assert plain.mean() < split.mean() and plain.min() < split.min(), (plain, split)
+
+
+def _load(path: Path):  # type: ignore[no-untyped-def]
+    import onnx
+
+    return onnx.load(str(path))
