@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,7 +71,8 @@ def root_logging_untouched() -> Iterator[None]:
 
     It warns through `logging.warning`, which installs a root handler when there is none. From then on every library
     logger's DEBUG records reach stderr (bm25s's, in `copilot index build`). A NullHandler meanwhile keeps the root as
-    it was."""
+    it was. The root logger is process-wide: a `basicConfig()` from another thread in that window would do nothing.
+    Quantising exports run once per model and data dir, so the window is rare and short."""
     root = logging.getLogger()
     guard = logging.NullHandler() if not root.handlers else None
     if guard:
@@ -94,68 +96,87 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[dict[str, np.ndarr
     multiplied in fp32 on the side (X W = (X * mask) W + X[:, idx] W[idx, :]). Weights are int8 per output channel.
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(src))
     inits = {i.name: i for i in model.graph.initializer}
     weighted = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2]
-    weighted_names = {n.name for n in weighted}
-    inputs = sorted({n.input[0] for n in weighted})
-    # calibration: per-channel |max| of every weighted MatMul's input, over real (unpadded) tokens
-    probe = onnx.load(str(src))
-    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in inputs)
-    import tempfile
-
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
-        probe_path = Path(tmp) / "probe.onnx"
-        onnx.save(probe, str(probe_path))
-        sess = session(probe_path, 2)
-        maxima: dict[str, np.ndarray] = {}
-        for feed in calibration:
-            real = feed["attention_mask"].astype(bool)
-            for name, act in zip(inputs, sess.run(inputs, feed), strict=True):
-                m = np.abs(act[real]).max(0)
-                maxima[name] = np.maximum(maxima[name], m) if name in maxima else m
-        del sess
-    outliers = {}
+    for k, node in enumerate(weighted):  # the split and the quantiser's exclusions address nodes by name
+        node.name = node.name or f"/int8/weighted_matmul_{k}"
+    maxima = _input_maxima(src, sorted({n.input[0] for n in weighted}), calibration)
+    outliers: dict[str, np.ndarray] = {}
     for name, m in maxima.items():
         top = np.argsort(-m, kind="stable")[:max_outliers]
         idx = np.sort(top[m[top] > outlier_ratio * float(np.median(m))])
         if len(idx):
             outliers[name] = idx
+    fp32_side = _split_outliers(model, {n.name for n in weighted}, inits, outliers)
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        split = Path(tmp) / "split.onnx"
+        onnx.save(model, str(split))
+        # DefaultTensorType: shape inference cannot type the outputs of fused com.microsoft ops (a fused BERT graph);
+        # MatMulConstBOnly (the dynamic default, spelt out): attention's activation x activation products stay fp32
+        with root_logging_untouched():
+            quantize_dynamic(str(split), str(dst), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
+                             nodes_to_exclude=fp32_side, extra_options={"MatMulConstBOnly": True, "DefaultTensorType": 1})
+    return {"int8_matmuls": len(weighted), "fp32_side_matmuls": len(fp32_side), "inputs_split": len(outliers),
+            "fp32_channels": int(sum(len(i) for i in outliers.values()))}
+
+
+def _input_maxima(src: Path, inputs: list[str], calibration: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-channel |max| of each named tensor over the real (unpadded) tokens of the calibration passes."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    probe = onnx.load(str(src))
+    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in inputs)
+    maxima: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        probe_path = Path(tmp) / "probe.onnx"
+        onnx.save(probe, str(probe_path))
+        sess = session(probe_path, 2)
+        for feed in calibration:
+            real = feed["attention_mask"].astype(bool)
+            for name, act in zip(inputs, sess.run(inputs, feed), strict=True):
+                if act.ndim != 3:
+                    raise RuntimeError(f"int8: MatMul input {name} has shape {act.shape}, not (batch, tokens, channels)")
+                m = np.abs(act[real]).max(0)
+                maxima[name] = np.maximum(maxima[name], m) if name in maxima else m
+    return maxima
+
+
+def _split_outliers(model: Any, weighted: set[str], inits: dict[str, Any], outliers: dict[str, np.ndarray]) -> list[str]:
+    """Rewrite each weighted MatMul whose input has outlier channels as (X * mask) W + X[:, idx] W[idx, :], in place.
+
+    The mask and the gather of an input are emitted once, just before its first consumer, so the node list stays in
+    topological order. Returns the names of the fp32 side MatMuls (the quantiser must leave them alone)."""
+    from onnx import helper, numpy_helper
+
     fp32_side: list[str] = []
     nodes: list[Any] = []
     emitted: set[str] = set()
     for node in model.graph.node:
-        x = node.input[0] if node.op_type == "MatMul" and node.name and node.name in weighted_names else None
+        x = node.input[0] if node.op_type == "MatMul" and node.name in weighted else None
         if x is None or x not in outliers:
             nodes.append(node)
             continue
         idx = outliers[x]
-        if x not in emitted:  # the masked and the gathered input, once, just before their first consumer
+        if x not in emitted:
             emitted.add(x)
-            mask = np.ones(len(maxima[x]), dtype=np.float32)
+            mask = np.ones(int(inits[node.input[1]].dims[0]), dtype=np.float32)
             mask[idx] = 0.0
             model.graph.initializer.extend([numpy_helper.from_array(mask, f"{x}/int8_mask"), numpy_helper.from_array(idx.astype(np.int64), f"{x}/fp32_idx")])
             nodes.append(helper.make_node("Mul", [x, f"{x}/int8_mask"], [f"{x}/int8_part"], name=f"{x}/int8_part"))
             nodes.append(helper.make_node("Gather", [x, f"{x}/fp32_idx"], [f"{x}/fp32_part"], axis=-1, name=f"{x}/fp32_part"))
-        w = node.input[1]
-        model.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[w])[idx].astype(np.float32), f"{w}/fp32_rows"))
+        rows = f"{node.name}/fp32_rows"  # per node: a weight shared by two MatMuls may see different outlier channels
+        model.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[node.input[1]])[idx].astype(np.float32), rows))
         out = node.output[0]
         node.input[0] = f"{x}/int8_part"
         node.output[0] = f"{out}/int8"
         side = f"{node.name}/fp32_side"
-        nodes += [node, helper.make_node("MatMul", [f"{x}/fp32_part", f"{w}/fp32_rows"], [f"{out}/fp32"], name=side),
+        nodes += [node, helper.make_node("MatMul", [f"{x}/fp32_part", rows], [f"{out}/fp32"], name=side),
                   helper.make_node("Add", [f"{out}/int8", f"{out}/fp32"], [out], name=f"{node.name}/sum")]
         fp32_side.append(side)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
-        split = Path(tmp) / "split.onnx"
-        onnx.save(model, str(split))
-        # DefaultTensorType: shape inference cannot type the outputs of fused com.microsoft ops (a fused BERT graph)
-        with root_logging_untouched():
-            quantize_dynamic(str(split), str(dst), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"],
-                             nodes_to_exclude=fp32_side, extra_options={"MatMulConstBOnly": True, "DefaultTensorType": 1})
-    return {"int8_matmuls": len(weighted), "inputs_split": len(outliers), "fp32_channels": int(sum(len(i) for i in outliers.values()))}
+    return fp32_side

@@ -100,9 +100,10 @@ class Embedder:
     short query costs ~9 ms through sentence-transformers and ~3 ms through the fused graph with the same vectors
     (benchmarks/RESULTS.md); the fast path embeds every case, and the index embeds every chunk.
 
-    "onnx-int8" (opt-in) quantises that graph to int8, keeping each layer's few outlier input channels in fp32
-    (copilot.onnx_graph.quantize_int8). Its vectors differ a little from fp32 ones (cosine >= 0.99 on the probes), so its
-    model id differs and the index is rebuilt with it. It embeds one text per pass: dynamic quantisation scales each
+    "onnx-int8" (opt-in) quantises that graph's weight MatMuls to int8 (a fused graph's attention projections stay
+    fp32), keeping each layer's few outlier input channels in fp32 (copilot.onnx_graph.quantize_int8). Its vectors differ
+    a little from fp32 ones (checked at export: cosine >= 0.99 on the calibration texts), so its model id differs, and
+    names the int8 graph, and the index is rebuilt with it. It embeds one text per pass: dynamic quantisation scales each
     activation tensor as a whole, so in a batch a text's vector would depend on its neighbours and padding.
     """
 
@@ -128,10 +129,13 @@ class Embedder:
         self.backend = "torch"
         self.onnx_problem: str | None = None  # why auto fell back to torch (shown by /readyz)
         self.int8 = backend == "onnx-int8"
+        self._graph_key = ""  # the cached ONNX graph's key (set by _init_onnx)
         if backend in ("auto", "onnx", "onnx-int8"):
             try:
                 self._init_onnx(cache_dir or _default_cache())
             except Exception as exc:  # any export or runtime problem: torch still gives the same vectors
+                if backend == "onnx-int8":
+                    raise ComponentMissing(f"embedder: no int8 graph for {self.path}: {exc} (COPILOT_EMBEDDER_BACKEND=onnx runs it in fp32)") from exc
                 if backend != "auto":
                     raise ComponentMissing(f"embedder: ONNX backend unavailable for {self.path}: {exc}") from exc
                 self.onnx_problem = str(exc)
@@ -143,8 +147,9 @@ class Embedder:
             self.dim = int(getter() or 0)
         log.info("embedder %s: backend %s", tag, self.backend)
         # same id for torch and fp32 ONNX: the vectors agree to the probe tolerance, so an index built by one serves the
-        # other; int8 vectors do not, so they get their own id (and index)
-        self.model_id = f"{tag}{'-int8' if self.int8 else ''}@{self.dim}"
+        # other. int8 vectors do not, and they depend on the quantiser (calibration, ONNX Runtime version): the id names
+        # the int8 graph, so an index is only ever reused with the graph that built it.
+        self.model_id = f"{tag}-int8-{self._graph_key[:8]}@{self.dim}" if self.int8 else f"{tag}@{self.dim}"
 
     @property
     def st(self):  # type: ignore[no-untyped-def]
@@ -190,7 +195,8 @@ class Embedder:
         # the key covers what the checked graph depends on: weights, configs, the max length and this export code
         key = hashlib.sha256("\0".join([sha256_file(weights), json.dumps(config, sort_keys=True), json.dumps(pooling, sort_keys=True),
                                         str(self.max_len), str(_EXPORT_VERSION), *([] if fuse else ["unfused"]),
-                                        *([f"int8-{_INT8_VERSION}"] if self.int8 else [])]).encode()).hexdigest()[:16]
+                                        *([f"int8-{_INT8_VERSION}", _ort_version()] if self.int8 else [])]).encode()).hexdigest()[:16]
+        self._graph_key = key
         target = cache_dir / "embedder-onnx" / f"{key}.onnx"
         target.parent.mkdir(parents=True, exist_ok=True)
         with _file_lock(target.with_suffix(".lock")):  # one exporter per data dir; the others wait and reuse its file
@@ -277,6 +283,12 @@ class Embedder:
                 return self._encode_onnx(texts, batch_size)
             vecs = self.st.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=progress, convert_to_numpy=True)
         return np.asarray(vecs, dtype=np.float32)
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
 
 
 def _default_cache() -> Path:

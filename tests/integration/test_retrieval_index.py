@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from copilot.errors import ComponentMissing
-from copilot.policy import load_corpus
+from copilot.policy import Corpus, load_corpus
 from copilot.retrieval.chunks import Chunk
 from copilot.retrieval.embedder import Embedder, get_embedder
 from copilot.retrieval.index import PolicyIndex, _best_per_clause, rrf
@@ -238,27 +238,34 @@ def test_an_encoder_the_fusion_does_not_know_runs_on_an_unfused_graph_with_the_s
     assert cos.min() > 0.9999, cos
 
 
-def test_int8_embedder_keeps_outlier_channels_in_fp32_and_has_its_own_index_id(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_int8_embedder_keeps_outlier_channels_in_fp32_and_has_its_own_index(corpus: Corpus, tmp_path: Path) -> None:
     """`COPILOT_EMBEDDER_BACKEND=onnx-int8`, the fast path for the opt-in mpnet (benchmarks/RESULTS.md, "Session 14")."""
     from copilot import onnx_graph
     from copilot.retrieval.embedder import _CALIBRATION
 
     int8 = Embedder(backend="onnx-int8", cache_dir=tmp_path)
     fp32 = Embedder(backend="onnx", cache_dir=tmp_path)
-    assert int8.backend == "onnx-int8" and int8.model_id == fp32.model_id.replace("@", "-int8@")  # an fp32 index is never reused
+    assert int8.backend == "onnx-int8" and int8.model_id.startswith(fp32.model_id.split("@")[0] + "-int8-") and int8.model_id.endswith("@384")
     texts = ["ok", "lol ur dead meat after school 🔪", "How do I kill a Python process?", "is quoting a slur to report it allowed?"]
     want = fp32.encode(texts)
     split = (int8.encode(texts) * want).sum(1)
     assert split.min() > 0.99, split
     # one text per pass: a text's vector does not depend on what it is embedded with
     assert np.array_equal(int8.encode(texts)[1:2], int8.encode(texts[1:2]))
+    # an index built with fp32 vectors is re-embedded for int8, and back
+    _, first = PolicyIndex.load_or_build(corpus, fp32, tmp_path / "index")
+    _, rep8 = PolicyIndex.load_or_build(corpus, int8, tmp_path / "index")
+    assert first.rebuilt and rep8.rebuilt and rep8.n_embedded == rep8.n_chunks
+    _, back = PolicyIndex.load_or_build(corpus, fp32, tmp_path / "index")
+    assert back.rebuilt and back.n_embedded == back.n_chunks
 
     (graph,) = [g for g in (tmp_path / "embedder-onnx").glob("*.onnx") if "DynamicQuantizeLinear" not in {n.op_type for n in _load(g).graph.node}]
     feeds = [dict(zip(("input_ids", "attention_mask"), onnx_graph.pad([i], 0), strict=True))
-             for i in fp32.tokenizer(_CALIBRATION[:4])["input_ids"]]
+             for i in fp32.tokenizer(_CALIBRATION[:4], truncation=True, max_length=fp32.max_len)["input_ids"]]
+    out = tmp_path / "variant.onnx"
 
     def cosines(**kw: float) -> np.ndarray:
-        out = tmp_path / "variant.onnx"
         onnx_graph.quantize_int8(graph, out, feeds, **kw)
         probe = Embedder(backend="onnx", cache_dir=tmp_path)
         probe.session = onnx_graph.session(out, 1)
@@ -269,6 +276,12 @@ def test_int8_embedder_keeps_outlier_channels_in_fp32_and_has_its_own_index_id(t
     # no channel on the fp32 side (plain per-channel int8) is measurably worse than the split
     plain = cosines(outlier_ratio=1e9)
     assert plain.mean() < split.mean() and plain.min() < split.min(), (plain, split)
+    # with the defaults, the side products really stay fp32 MatMuls and the rest really is int8
+    stats = onnx_graph.quantize_int8(graph, out, feeds)
+    ops = {n.name: n.op_type for n in _load(out).graph.node}
+    side = [name for name in ops if name.endswith("/fp32_side")]
+    assert stats["inputs_split"] > 0 and len(side) == stats["fp32_side_matmuls"] > 0
+    assert {ops[name] for name in side} == {"MatMul"} and "MatMulInteger" in ops.values()
 
 
 def _load(path: Path):  # type: ignore[no-untyped-def]
