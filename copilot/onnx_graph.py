@@ -103,15 +103,15 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[dict[str, np.ndarr
     weighted = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2]
     for k, node in enumerate(weighted):  # the split and the quantiser's exclusions address nodes by name
         node.name = node.name or f"/int8/weighted_matmul_{k}"
-    maxima = _input_maxima(src, sorted({n.input[0] for n in weighted}), calibration)
-    outliers: dict[str, np.ndarray] = {}
-    for name, m in maxima.items():
-        top = np.argsort(-m, kind="stable")[:max_outliers]
-        idx = np.sort(top[m[top] > outlier_ratio * float(np.median(m))])
-        if len(idx):
-            outliers[name] = idx
-    fp32_side = _split_outliers(model, {n.name for n in weighted}, inits, outliers)
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:  # beside the cache: an mpnet graph is ~440 MB
+        maxima = _input_maxima(model, sorted({n.input[0] for n in weighted}), calibration, Path(tmp) / "probe.onnx")
+        outliers: dict[str, np.ndarray] = {}
+        for name, m in maxima.items():
+            top = np.argsort(-m, kind="stable")[:max_outliers]
+            idx = np.sort(top[m[top] > outlier_ratio * float(np.median(m))])
+            if len(idx):
+                outliers[name] = idx
+        fp32_side = _split_outliers(model, {n.name for n in weighted}, inits, outliers)
         split = Path(tmp) / "split.onnx"
         onnx.save(model, str(split))
         # DefaultTensorType: shape inference cannot type the outputs of fused com.microsoft ops (a fused BERT graph);
@@ -123,25 +123,28 @@ def quantize_int8(src: Path, dst: Path, calibration: Sequence[dict[str, np.ndarr
             "fp32_channels": int(sum(len(i) for i in outliers.values()))}
 
 
-def _input_maxima(src: Path, inputs: list[str], calibration: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-channel |max| of each named tensor over the real (unpadded) tokens of the calibration passes."""
+def _input_maxima(model: Any, inputs: list[str], calibration: Sequence[dict[str, np.ndarray]], probe_path: Path) -> dict[str, np.ndarray]:
+    """Per-channel |max| of each named tensor over the real (unpadded) tokens of the calibration passes.
+
+    The tensors are exposed as extra graph outputs in a copy saved at probe_path; `model` itself is left as it was."""
     import onnx
     from onnx import TensorProto, helper
 
-    probe = onnx.load(str(src))
-    probe.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in inputs)
+    n_outputs = len(model.graph.output)
+    model.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in inputs)
+    try:
+        onnx.save(model, str(probe_path))
+    finally:
+        del model.graph.output[n_outputs:]
+    sess = session(probe_path, 2)
     maxima: dict[str, np.ndarray] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        probe_path = Path(tmp) / "probe.onnx"
-        onnx.save(probe, str(probe_path))
-        sess = session(probe_path, 2)
-        for feed in calibration:
-            real = feed["attention_mask"].astype(bool)
-            for name, act in zip(inputs, sess.run(inputs, feed), strict=True):
-                if act.ndim != 3:
-                    raise RuntimeError(f"int8: MatMul input {name} has shape {act.shape}, not (batch, tokens, channels)")
-                m = np.abs(act[real]).max(0)
-                maxima[name] = np.maximum(maxima[name], m) if name in maxima else m
+    for feed in calibration:
+        real = feed["attention_mask"].astype(bool)
+        for name, act in zip(inputs, sess.run(inputs, feed), strict=True):
+            if act.ndim != 3:
+                raise RuntimeError(f"int8: MatMul input {name} has shape {act.shape}, not (batch, tokens, channels)")
+            m = np.abs(act[real]).max(0)
+            maxima[name] = np.maximum(maxima[name], m) if name in maxima else m
     return maxima
 
 
