@@ -36,6 +36,16 @@ class Settings(BaseSettings):
     embedder_backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
         "auto", description="auto: a fused ONNX graph exported once under <data_dir>/models/embedder-onnx (same vectors, ~3x faster), else torch; "
                             "onnx-int8: that graph quantised (outlier channels kept fp32); the index is rebuilt for it.")
+    cascade_embedder_path: Path | None = Field(
+        None, description="A stronger, slower embedder (e.g. <data_dir>/models/embedder-mpnet after `make embedder-mpnet`) that ranks only "
+                          "the queries the main embedder is unsure of: those whose best clause scores below cascade_below. Its index "
+                          "lives in <data_dir>/index-cascade. Unset: no cascade.")
+    cascade_embedder_backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
+        "onnx-int8", description="How the cascade embedder runs (the values of embedder_backend); int8 halves mpnet's time at the same recall.")
+    cascade_below: float = Field(
+        0.665, description="A query cascades when the main embedder's best clause scores below this (best chunk's cosine plus half its "
+                           "second's). Chosen for the shipped MiniLM on the dev half of eval/retrieval/queries: ~20 % of queries cascade "
+                           "(benchmarks/RESULTS.md); another main embedder needs its own value.")
     reranker_dir: Path | None = Field(None, description="Cross-encoder reranker folder; defaults to <models_dir>/reranker when trained there.")
 
     # Storage
@@ -107,7 +117,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
-        for name in ("data_dir", "corpus_dir", "models_dir", "training_data_dir", "classifier_dir", "thresholds_file", "embedder_path", "reranker_dir", "llm_model_path", "whisper_dir"):
+        for name in ("data_dir", "corpus_dir", "models_dir", "training_data_dir", "classifier_dir", "thresholds_file", "embedder_path", "cascade_embedder_path", "reranker_dir", "llm_model_path", "whisper_dir"):
             value = getattr(self, name)
             if value is not None and not value.is_absolute():
                 setattr(self, name, (PROJECT_ROOT / value).resolve())
@@ -135,6 +145,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def cascade_index_dir(self) -> Path:
+        return self.data_dir / "index-cascade"
 
     @property
     def resolved_reranker_dir(self) -> Path | None:

@@ -86,7 +86,7 @@ class Runtime:
 
     @property
     def index(self):  # type: ignore[no-untyped-def]
-        from copilot.retrieval.index import PolicyIndex
+        from copilot.retrieval.index import PolicyIndex, attach_cascade
 
         def build():  # type: ignore[no-untyped-def]
             idx, report = PolicyIndex.load_or_build(self.corpus, self.embedder, self.settings.index_dir)
@@ -96,6 +96,10 @@ class Runtime:
                             "and measure with `copilot eval retrieval`", trained_on, self.corpus.version)
             if report.rebuilt:
                 log.info("index built: %d chunks (%d embedded, %d reused) in %.1fs", report.n_chunks, report.n_embedded, report.n_reused, report.seconds)
+            cascade = attach_cascade(idx, self.settings)
+            if cascade is not None and idx.cascade is not None:
+                log.info("cascade: %s ranks queries whose best clause scores below %.3f (index %s in %.1fs)",
+                         idx.cascade.manifest.get("embedder_id"), idx.cascade_below, "built" if cascade.rebuilt else "loaded", cascade.seconds)
             rdir = self.settings.resolved_reranker_dir
             if rdir is not None:
                 from copilot.retrieval.rerank import Reranker
@@ -209,7 +213,12 @@ class Runtime:
 
 def _detail_of(value: Any) -> str:
     """Which backend a model runs on (e.g. the index's embedder fell back from ONNX to torch, and why)."""
+    cascade = ""
     if not isinstance(getattr(value, "backend", None), str) and hasattr(value, "embedder"):
+        other = getattr(value, "cascade", None)
+        if other is not None:  # say which queries a second embedder ranks, and how many it has so far
+            cascade = (f"; cascade {other.manifest.get('embedder_id')} ({_detail_of(other)}) below {value.cascade_below}: "
+                       f"{value.cascaded} of {value.dense_searches} dense searches")
         value = value.embedder  # the index: say how its queries are embedded
     backend = getattr(value, "backend", None)
     if not isinstance(backend, str):
@@ -217,7 +226,7 @@ def _detail_of(value: Any) -> str:
     problem = getattr(value, "onnx_problem", None)
     trained_on = (getattr(value, "finetune", None) or {}).get("corpus_version")
     return (f"backend {backend}" + (f" (ONNX unavailable: {problem})" if problem else "")
-            + (f"; fine-tuned on corpus {trained_on}" if trained_on else ""))
+            + (f"; fine-tuned on corpus {trained_on}" if trained_on else "") + cascade)
 
 
 def _version_of(name: str, value: Any) -> str | None:

@@ -69,6 +69,7 @@ def evaluate(index, queries: list[Query], methods: tuple[str, ...] = METHODS, rr
     for method in methods:
         per_q = []
         latencies = []
+        cascaded_before = getattr(index, "cascaded", 0)
         for q in queries:
             t0 = time.perf_counter()
             hits = index.search(q.query, k=10, method=method, rrf_k=rrf_k)
@@ -83,6 +84,8 @@ def evaluate(index, queries: list[Query], methods: tuple[str, ...] = METHODS, rr
             "latency_ms": {"p50": round(statistics.median(latencies), 2), "p95": round(sorted(latencies)[int(0.95 * (len(latencies) - 1))], 2)},
             "misses": [q.id for q, r, _ in per_q if r is None or r > 5],
         }
+        if getattr(index, "cascade", None) is not None and method != "bm25":
+            results[method]["cascaded"] = index.cascaded - cascaded_before  # queries the cascade embedder ranked
     return results
 
 
@@ -112,6 +115,9 @@ def markdown(results: dict) -> str:
     for m, r in results.items():
         e = r["overall_either_annotator"]
         lines.append(f"| {m} | {e['recall@1']} | {e['recall@5']} | {e['mrr@10']} |")
+    cascaded = [f"{m}: {r['cascaded']} of {r['overall']['n']} queries ranked by the cascade embedder (the main one was unsure)"
+                for m, r in results.items() if "cascaded" in r]
+    lines += ["", *cascaded] if cascaded else []
     areas = list(next(iter(results.values()))["by_area"])
     lines += ["", "recall@5 by area:", "", "| area | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
     for a in areas:

@@ -303,6 +303,17 @@ def embedder_for(settings: Settings) -> Embedder:
     return get_embedder(default_embedder_path(settings), settings.torch_threads, settings.embedder_backend, settings.data_dir / "models")
 
 
+def cascade_embedder_for(settings: Settings) -> Embedder | None:
+    """The cascade's slower embedder (COPILOT_CASCADE_EMBEDDER_PATH), or None when no cascade is configured."""
+    path = settings.cascade_embedder_path
+    if path is None:
+        return None
+    if not (path / "config.json").is_file():
+        raise ComponentMissing(f"cascade embedder: {path} is not a sentence-transformers folder (build it with `make embedder-mpnet`, "
+                               "or unset COPILOT_CASCADE_EMBEDDER_PATH)")
+    return get_embedder(path, settings.torch_threads, settings.cascade_embedder_backend, settings.data_dir / "models")
+
+
 @lru_cache(maxsize=4)
 def get_embedder(path: Path | None = None, threads: int = 2, backend: str = "auto", cache_dir: Path | None = None) -> Embedder:
     return Embedder(path, threads, backend, cache_dir)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ from copilot.retrieval.embedder import Embedder
 from copilot.schema import SearchHit
 
 if TYPE_CHECKING:
+    from copilot.config import Settings
     from copilot.retrieval.rerank import Reranker
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,7 @@ RRF_K = 5
 BM25_WEIGHT = 0.5
 SECOND_CHUNK_WEIGHT = 0.5
 SEARCH_DEPTH = 64  # chunks each method ranks for a search not restricted to some areas
+CASCADE_CACHE = 8  # texts whose cascade vector is kept: a few concurrent cases, far fewer than any eval or benchmark's queries
 
 try:
     import Stemmer
@@ -79,6 +83,21 @@ class PolicyIndex:
         self.bm25.index(_tokenize([c.text for c in chunks]), show_progress=False)
         self.reranker: Reranker | None = None  # attached by the runtime when a trained cross-encoder is configured
         self.rerank_depth = 20
+        self.cascade: PolicyIndex | None = None  # a stronger embedder's index over the same chunks (attach_cascade)
+        self.cascade_below = 0.0
+        self.dense_searches = 0  # dense rankings computed, and how many of them the cascade answered (for evals, /readyz)
+        self.cascaded = 0
+        self._count_lock = threading.Lock()
+        # The fast path searches one case text several times (overall, then per flagged area); the slow embedder runs once.
+        self._cascade_vecs: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def attach_cascade(self, other: PolicyIndex, below: float) -> None:
+        """Let `other` (a slower, more accurate embedder's index over the same corpus) rank the queries this index's
+        embedder is unsure of: those whose best clause's dense score is below `below`. Most queries then cost only this
+        embedder; the rest both."""
+        if other.manifest.get("chunk_keys") != self.manifest.get("chunk_keys") or other.corpus.version != self.corpus.version:
+            raise ValueError(f"cascade index {other.manifest.get('embedder_id')} was built over other chunks than {self.manifest.get('embedder_id')}")
+        self.cascade, self.cascade_below = other, below
 
     # ---- building -------------------------------------------------------------------------------------------
     @classmethod
@@ -168,7 +187,7 @@ class PolicyIndex:
         depth = len(self.chunks) if areas else SEARCH_DEPTH
         rankings: list[dict[str, float]] = []
         if method in ("dense", "hybrid", "rerank"):
-            rankings.append(self.dense_ranking(query_vec if query_vec is not None else self.embedder.encode([query])[0], depth))
+            rankings.append(self._dense_for(query, query_vec, depth))
         if method in ("bm25", "hybrid", "rerank"):
             rankings.append(self.bm25_ranking(query, depth))
         fused = rankings[0] if len(rankings) == 1 else rrf(rankings, rrf_k, [1.0, BM25_WEIGHT])
@@ -184,6 +203,31 @@ class PolicyIndex:
                 break
         return hits
 
+    def _dense_for(self, query: str, query_vec: np.ndarray | None, depth: int) -> dict[str, float]:
+        ranking = self.dense_ranking(query_vec if query_vec is not None else self.embedder.encode([query])[0], depth)
+        # The best clause's score is taken before any area filter (the search calls this with every chunk when restricted),
+        # so a query cascades or not whatever areas the caller asks for.
+        unsure = self.cascade is not None and bool(ranking) and max(ranking.values()) < self.cascade_below
+        if unsure:
+            assert self.cascade is not None
+            ranking = self.cascade.dense_ranking(self._cascade_vec(query), depth)
+        with self._count_lock:
+            self.dense_searches += 1
+            self.cascaded += unsure
+        return ranking
+
+    def _cascade_vec(self, query: str) -> np.ndarray:
+        with self._count_lock:
+            vec = self._cascade_vecs.get(query)
+        if vec is None:
+            assert self.cascade is not None
+            vec = self.cascade.embedder.encode([query])[0]
+            with self._count_lock:
+                self._cascade_vecs[query] = vec
+                while len(self._cascade_vecs) > CASCADE_CACHE:
+                    self._cascade_vecs.popitem(last=False)
+        return vec
+
     def _rerank(self, query: str, fused: dict[str, float], areas: set[str] | None) -> dict[str, float]:
         from copilot.retrieval.rerank import clause_passage
 
@@ -192,6 +236,20 @@ class PolicyIndex:
                if not areas or self.corpus.clauses[cid].area in areas][: self.rerank_depth]
         scores = self.reranker.scores(query, [clause_passage(self.corpus, cid) for cid in top])
         return {cid: float(sc) for cid, sc in zip(top, scores, strict=True)}
+
+
+def attach_cascade(index: PolicyIndex, settings: Settings, index_dir: Path | None = None, force: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> BuildReport | None:
+    """Build (or load) the cascade embedder's index when COPILOT_CASCADE_EMBEDDER_PATH is set, and attach it to `index`.
+    Returns its build report, or None when no cascade is configured."""
+    from copilot.retrieval.embedder import cascade_embedder_for
+
+    emb = cascade_embedder_for(settings)
+    if emb is None:
+        return None
+    other, report = PolicyIndex.load_or_build(index.corpus, emb, index_dir or settings.cascade_index_dir, force, progress)
+    index.attach_cascade(other, settings.cascade_below)
+    return report
 
 
 def rrf(rankings: list[dict[str, float]], k: int = 60, weights: list[float] | None = None) -> dict[str, float]:

@@ -288,3 +288,60 @@ def _load(path: Path):  # type: ignore[no-untyped-def]
     import onnx
 
     return onnx.load(str(path))
+
+
+def test_a_cascade_reranks_only_the_queries_the_main_embedder_is_unsure_of(settings, runtime, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from copilot.retrieval.embedder import base_embedder_path
+    from copilot.runtime import Runtime
+
+    # Two real embedders that rank differently: the shipped corpus-tuned MiniLM (main) and the packaged base MiniLM,
+    # standing in for the slower mpnet a deployment would cascade to. Threshold 0 until the scores are known.
+    rt = Runtime(settings.model_copy(update={"cascade_embedder_path": base_embedder_path(), "cascade_embedder_backend": "onnx",
+                                             "cascade_below": 0.0}))
+    idx = rt.index
+    other = idx.cascade
+    assert other is not None and other.embedder.model_id != idx.embedder.model_id
+    assert other.manifest["chunk_keys"] == idx.manifest["chunk_keys"] and (settings.data_dir / "index-cascade" / "manifest.json").exists()
+
+    def best(ix: PolicyIndex, text: str) -> tuple[float, list[str]]:
+        ranking = ix.dense_ranking(ix.embedder.encode([text])[0])
+        return max(ranking.values()), sorted(ranking, key=lambda c: -ranking[c])[:5]
+
+    sure, unsure = "he posted my home address and phone number and told his followers to go there", "gg that last round was insane, clutch"
+    (s_sure, main_sure), (s_unsure, main_unsure) = best(idx, sure), best(idx, unsure)
+    _, cascade_unsure = best(other, unsure)
+    assert s_unsure < s_sure and main_unsure != cascade_unsure  # else this pair cannot tell the two rankings apart
+    idx.attach_cascade(other, (s_sure + s_unsure) / 2)
+
+    n = idx.cascaded
+    assert [h.clause_id for h in idx.search(sure, k=5, method="dense")] == main_sure and idx.cascaded == n
+    assert [h.clause_id for h in idx.search(unsure, k=5, method="dense")] == cascade_unsure and idx.cascaded == n + 1
+    # hybrid fuses the cascade's dense ranking with BM25 (the two indexes hold the same chunks)
+    qv = other.embedder.encode([unsure])[0]
+    fused = rrf([other.dense_ranking(qv), idx.bm25_ranking(unsure)], 5, [1.0, 0.5])
+    assert [h.clause_id for h in idx.search(unsure, k=5)] == sorted(fused, key=lambda c: -fused[c])[:5]
+    assert "cascade" in next(c.detail for c in rt.readiness() if c.name == "index")
+
+    # The fast path searches one case text overall and then per flagged area: the slow embedder runs once for it.
+    calls: list[int] = []
+    real = other.embedder.encode
+    monkeypatch.setattr(other.embedder, "encode", lambda texts, *a, **kw: calls.append(len(texts)) or real(texts, *a, **kw))
+    text = "lol this map is so laggy tonight"
+    assert max(idx.dense_ranking(idx.embedder.encode([text])[0]).values()) < idx.cascade_below
+    for areas in (None, {"spam"}, {"violence"}):
+        idx.search(text, k=3, areas=areas)
+    assert calls == [1]
+
+    smaller = PolicyIndex(idx.corpus, other.embedder, other.chunks[:-1], np.zeros((len(other.chunks) - 1, other.embedder.dim), np.float32),
+                          {**other.manifest, "chunk_keys": other.manifest["chunk_keys"][:-1]})
+    with pytest.raises(ValueError, match="other chunks"):
+        idx.attach_cascade(smaller, 0.5)
+
+
+def test_a_missing_cascade_embedder_is_a_clear_error(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from copilot.runtime import Runtime
+
+    rt = Runtime(settings.model_copy(update={"cascade_embedder_path": tmp_path / "embedder-mpnet"}))
+    with pytest.raises(ComponentMissing, match="make embedder-mpnet"):
+        rt.index  # noqa: B018
+    assert "make embedder-mpnet" in next(c.detail for c in rt.readiness() if c.name == "index")
