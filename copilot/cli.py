@@ -141,7 +141,7 @@ def index_build(force: Annotated[bool, typer.Option(help="Re-embed every chunk e
     """Build (or refresh) the FAISS + BM25 index; only changed clauses are re-embedded."""
     from copilot.policy import load_corpus
     from copilot.retrieval.embedder import embedder_for
-    from copilot.retrieval.index import PolicyIndex, attach_cascade
+    from copilot.retrieval.index import BuildReport, PolicyIndex, attach_cascade
 
     s = get_settings()
     try:
@@ -151,17 +151,26 @@ def index_build(force: Annotated[bool, typer.Option(help="Re-embed every chunk e
             task = p.add_task("embedding clauses", total=None)
             idx, rep = PolicyIndex.load_or_build(corpus, emb, s.index_dir, force=force, progress=lambda d, t: p.update(task, completed=d, total=t))
             p.update(task, completed=rep.n_embedded, total=rep.n_embedded)  # "0/0", not "0/None", when nothing changed
-            if s.cascade_embedder_path is not None:
-                task = p.add_task("embedding clauses (cascade)", total=None)
-            cascade = attach_cascade(idx, s, force=force, progress=lambda d, t: p.update(task, completed=d, total=t))
-            if cascade is not None:
-                p.update(task, completed=cascade.n_embedded, total=cascade.n_embedded)
     except CopilotError as exc:
         fail(exc)
-    for r, where in ((rep, s.index_dir), (cascade, s.cascade_index_dir)):
-        if r is not None:
-            state = "rebuilt" if r.rebuilt else "up to date"
-            out.print(f"index {state}: {r.n_chunks} chunks ({r.n_embedded} embedded, {r.n_reused} reused) for corpus {corpus.version} in {r.seconds:.1f}s at {where}")
+
+    def done(r: BuildReport, where: Path) -> None:
+        state = "rebuilt" if r.rebuilt else "up to date"
+        out.print(f"index {state}: {r.n_chunks} chunks ({r.n_embedded} embedded, {r.n_reused} reused) for corpus {corpus.version} in {r.seconds:.1f}s at {where}")
+
+    done(rep, s.index_dir)
+    if s.cascade_embedder_path is None:
+        return
+    try:
+        with progress() as p:
+            cascade_task = p.add_task("embedding clauses (cascade)", total=None)
+            cascade = attach_cascade(idx, s, force=force, progress=lambda d, t: p.update(cascade_task, completed=d, total=t))
+            if cascade is not None:
+                p.update(cascade_task, completed=cascade.n_embedded, total=cascade.n_embedded)
+    except CopilotError as exc:
+        fail(exc)
+    if cascade is not None:
+        done(cascade, s.cascade_index_dir)
 
 
 @index_app.command("finetune-embedder")

@@ -208,6 +208,9 @@ class Runtime:
         for name in ("classifier", "embedder", "llm"):
             if name in self._values:
                 ids[name] = _version_of(name, self._values[name]) or name
+        cascade = getattr(self._values.get("index"), "cascade", None)
+        if cascade is not None:  # it ranks some queries, so it is part of what produced a suggestion
+            ids["cascade_embedder"] = f"{cascade.embedder.model_id}<{self._values['index'].cascade_below}"
         return ids
 
 

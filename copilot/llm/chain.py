@@ -192,7 +192,7 @@ def case_hash(case: Case) -> str:
 
 def cache_key(rt: Runtime, case: Case, llm: ChatBackend) -> tuple[str, ...]:
     ids = rt.model_ids()
-    models = "|".join([llm.model_id, ids.get("classifier", ""), ids.get("embedder", "")])
+    models = "|".join([llm.model_id, ids.get("classifier", ""), ids.get("embedder", ""), ids.get("cascade_embedder", "")])
     return (case_hash(case), rt.corpus.version, models, load_prompt(rt.settings.llm_suggest_prompt).version)
 
 

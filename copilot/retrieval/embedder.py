@@ -308,10 +308,13 @@ def cascade_embedder_for(settings: Settings) -> Embedder | None:
     path = settings.cascade_embedder_path
     if path is None:
         return None
-    if not (path / "config.json").is_file():
+    if not (path / "modules.json").is_file():
         raise ComponentMissing(f"cascade embedder: {path} is not a sentence-transformers folder (build it with `make embedder-mpnet`, "
                                "or unset COPILOT_CASCADE_EMBEDDER_PATH)")
-    return get_embedder(path, settings.torch_threads, settings.cascade_embedder_backend, settings.data_dir / "models")
+    try:
+        return get_embedder(path, settings.torch_threads, settings.cascade_embedder_backend, settings.data_dir / "models")
+    except ComponentMissing as exc:  # its messages name the main embedder's settings; say which embedder failed
+        raise ComponentMissing(f"cascade embedder (COPILOT_CASCADE_EMBEDDER_PATH / _BACKEND): {exc.detail}") from exc
 
 
 @lru_cache(maxsize=4)

@@ -95,9 +95,14 @@ class PolicyIndex:
         """Let `other` (a slower, more accurate embedder's index over the same corpus) rank the queries this index's
         embedder is unsure of: those whose best clause's dense score is below `below`. Most queries then cost only this
         embedder; the rest both."""
+        if other is self:
+            raise ComponentMissing("cascade: an index cannot cascade to itself")
         if other.manifest.get("chunk_keys") != self.manifest.get("chunk_keys") or other.corpus.version != self.corpus.version:
-            raise ValueError(f"cascade index {other.manifest.get('embedder_id')} was built over other chunks than {self.manifest.get('embedder_id')}")
-        self.cascade, self.cascade_below = other, below
+            raise ComponentMissing(f"cascade: index {other.manifest.get('embedder_id')} was built over other chunks than "
+                                   f"{self.manifest.get('embedder_id')} (rebuild both with `copilot index build`)")
+        with self._count_lock:  # vectors cached for another cascade embedder would not fit this one's index
+            self.cascade, self.cascade_below = other, below
+            self._cascade_vecs.clear()
 
     # ---- building -------------------------------------------------------------------------------------------
     @classmethod
@@ -204,28 +209,37 @@ class PolicyIndex:
         return hits
 
     def _dense_for(self, query: str, query_vec: np.ndarray | None, depth: int) -> dict[str, float]:
-        ranking = self.dense_ranking(query_vec if query_vec is not None else self.embedder.encode([query])[0], depth)
-        # The best clause's score is taken before any area filter (the search calls this with every chunk when restricted),
-        # so a query cascades or not whatever areas the caller asks for.
-        unsure = self.cascade is not None and bool(ranking) and max(ranking.values()) < self.cascade_below
-        if unsure:
-            assert self.cascade is not None
-            ranking = self.cascade.dense_ranking(self._cascade_vec(query), depth)
+        vec = query_vec if query_vec is not None else self.embedder.encode([query])[0]
+        cascade, below = self.cascade, self.cascade_below
+        if cascade is None:
+            ranking = self.dense_ranking(vec, depth)
+            unsure = False
+        else:
+            scores, ids = self.dense.search(vec.reshape(1, -1), min(depth, len(self.chunks)))
+            ranking = _best_per_clause(self.chunks, ids[0], scores[0], SECOND_CHUNK_WEIGHT)
+            # Judged on the first SEARCH_DEPTH chunks whatever the depth: an area-restricted search ranks every chunk, which
+            # finds more clauses' second chunks and so raises their scores; one case must cascade or not for all its searches.
+            top = _best_per_clause(self.chunks, ids[0][:SEARCH_DEPTH], scores[0][:SEARCH_DEPTH], SECOND_CHUNK_WEIGHT)
+            unsure = bool(top) and max(top.values()) < below
+            if unsure:
+                ranking = cascade.dense_ranking(self._cascade_vec(cascade, query), depth)
         with self._count_lock:
             self.dense_searches += 1
             self.cascaded += unsure
         return ranking
 
-    def _cascade_vec(self, query: str) -> np.ndarray:
+    def _cascade_vec(self, cascade: PolicyIndex, query: str) -> np.ndarray:
         with self._count_lock:
             vec = self._cascade_vecs.get(query)
+            if vec is not None:
+                self._cascade_vecs.move_to_end(query)
         if vec is None:
-            assert self.cascade is not None
-            vec = self.cascade.embedder.encode([query])[0]
+            vec = cascade.embedder.encode([query])[0]
             with self._count_lock:
-                self._cascade_vecs[query] = vec
-                while len(self._cascade_vecs) > CASCADE_CACHE:
-                    self._cascade_vecs.popitem(last=False)
+                if cascade is self.cascade:  # not re-attached meanwhile
+                    self._cascade_vecs[query] = vec
+                    while len(self._cascade_vecs) > CASCADE_CACHE:
+                        self._cascade_vecs.popitem(last=False)
         return vec
 
     def _rerank(self, query: str, fused: dict[str, float], areas: set[str] | None) -> dict[str, float]:

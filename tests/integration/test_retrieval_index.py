@@ -14,7 +14,7 @@ from copilot.errors import ComponentMissing
 from copilot.policy import Corpus, load_corpus
 from copilot.retrieval.chunks import Chunk
 from copilot.retrieval.embedder import Embedder, get_embedder
-from copilot.retrieval.index import PolicyIndex, _best_per_clause, rrf
+from copilot.retrieval.index import BM25_WEIGHT, RRF_K, PolicyIndex, _best_per_clause, rrf
 
 pytestmark = pytest.mark.slow
 
@@ -318,7 +318,7 @@ def test_a_cascade_reranks_only_the_queries_the_main_embedder_is_unsure_of(setti
     assert [h.clause_id for h in idx.search(unsure, k=5, method="dense")] == cascade_unsure and idx.cascaded == n + 1
     # hybrid fuses the cascade's dense ranking with BM25 (the two indexes hold the same chunks)
     qv = other.embedder.encode([unsure])[0]
-    fused = rrf([other.dense_ranking(qv), idx.bm25_ranking(unsure)], 5, [1.0, 0.5])
+    fused = rrf([other.dense_ranking(qv), idx.bm25_ranking(unsure)], RRF_K, [1.0, BM25_WEIGHT])
     assert [h.clause_id for h in idx.search(unsure, k=5)] == sorted(fused, key=lambda c: -fused[c])[:5]
     assert "cascade" in next(c.detail for c in rt.readiness() if c.name == "index")
 
@@ -328,14 +328,23 @@ def test_a_cascade_reranks_only_the_queries_the_main_embedder_is_unsure_of(setti
     monkeypatch.setattr(other.embedder, "encode", lambda texts, *a, **kw: calls.append(len(texts)) or real(texts, *a, **kw))
     text = "lol this map is so laggy tonight"
     assert max(idx.dense_ranking(idx.embedder.encode([text])[0]).values()) < idx.cascade_below
-    for areas in (None, {"spam"}, {"violence"}):
+    n = idx.cascaded
+    for areas in (None, *({a} for a in sorted({c.area for c in idx.corpus.active}))):
         idx.search(text, k=3, areas=areas)
-    assert calls == [1]
+    # every search of the text cascaded (an area-restricted search ranks all chunks and so scores clauses higher, but
+    # the decision is taken on the same top chunks), and mpnet's stand-in embedded it once
+    assert calls == [1] and idx.cascaded == n + 1 + len({c.area for c in idx.corpus.active})
+    idx.attach_cascade(other, idx.cascade_below)  # a re-attached cascade embeds again: cached vectors may be another model's
+    idx.search(text, k=3)
+    assert calls == [1, 1]
 
     smaller = PolicyIndex(idx.corpus, other.embedder, other.chunks[:-1], np.zeros((len(other.chunks) - 1, other.embedder.dim), np.float32),
                           {**other.manifest, "chunk_keys": other.manifest["chunk_keys"][:-1]})
-    with pytest.raises(ValueError, match="other chunks"):
+    with pytest.raises(ComponentMissing, match="other chunks"):
         idx.attach_cascade(smaller, 0.5)
+    with pytest.raises(ComponentMissing, match="itself"):
+        idx.attach_cascade(idx, 0.5)
+    assert rt.model_ids()["cascade_embedder"].startswith(other.embedder.model_id)  # stored with every suggestion
 
 
 def test_a_missing_cascade_embedder_is_a_clear_error(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -345,3 +354,34 @@ def test_a_missing_cascade_embedder_is_a_clear_error(settings, tmp_path: Path) -
     with pytest.raises(ComponentMissing, match="make embedder-mpnet"):
         rt.index  # noqa: B018
     assert "make embedder-mpnet" in next(c.detail for c in rt.readiness() if c.name == "index")
+
+
+def test_a_case_cascades_or_not_for_all_its_searches_whatever_their_depth(runtime) -> None:  # type: ignore[no-untyped-def]
+    # Geometry pinned by hand over the real chunks and a real FAISS index: clause X's best chunk sits at cosine 0.6 to the
+    # query, its second chunk at 0.02, below the 64th best chunk (random vectors, ~0.07). The overall search (64 chunks)
+    # scores X 0.6; an area-restricted one ranks every chunk and finds the second: 0.61. At a threshold of 0.605 the
+    # case must cascade in both, or the fast path would cite from mpnet overall and from MiniLM per area.
+    from copilot.retrieval.chunks import corpus_chunks
+
+    emb, chunks = runtime.index.embedder, corpus_chunks(runtime.corpus)
+    text = "a case whose best clause is a near miss"
+    q = emb.encode([text])[0]
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((len(chunks), emb.dim)).astype(np.float32)
+    vecs -= np.outer(vecs @ q, q)  # orthogonal to the query, then a small random cosine back in
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vecs = 0.999 * vecs + np.outer(rng.normal(0, 0.05, len(chunks)), q).astype(np.float32)
+    x = [i for i, c in enumerate(chunks) if c.clause_id == "PRV-1.1"]
+    for i, cos in zip(x, [0.6, 0.02] + [-0.5] * (len(x) - 2), strict=True):
+        v = rng.standard_normal(emb.dim).astype(np.float32)
+        v -= (v @ q) * q
+        vecs[i] = cos * q + np.sqrt(1 - cos**2) * v / np.linalg.norm(v)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    manifest = {"chunk_keys": [c.key for c in chunks], "embedder_id": "pinned"}
+    main = PolicyIndex(runtime.corpus, emb, chunks, vecs, manifest)
+    assert max(main.dense_ranking(q).values()) == pytest.approx(0.6, abs=1e-3)  # 64 chunks: X's second is not among them
+    assert max(main.dense_ranking(q, len(chunks)).values()) == pytest.approx(0.61, abs=1e-3)
+    main.attach_cascade(PolicyIndex(runtime.corpus, emb, chunks, rng.standard_normal(vecs.shape).astype(np.float32), manifest), 0.605)
+    main.search(text, k=3, query_vec=q)
+    main.search(text, k=3, areas={"privacy"}, query_vec=q)
+    assert (main.dense_searches, main.cascaded) == (2, 2)
