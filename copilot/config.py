@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         "onnx-int8", description="How the cascade embedder runs (the values of embedder_backend); int8 halves mpnet's time at the same recall.")
     cascade_below: float = Field(
         0.665, description="A query cascades when the main embedder's best clause scores below this (best chunk's cosine plus half its "
-                           "second's). Chosen for the shipped MiniLM on the dev half of eval/retrieval/queries: ~20 % of queries cascade "
+                           "second's). Chosen for the shipped MiniLM on the dev half of eval/retrieval/queries: ~17-20 % of queries cascade "
                            "(benchmarks/RESULTS.md); another main embedder needs its own value.")
     reranker_dir: Path | None = Field(None, description="Cross-encoder reranker folder; defaults to <models_dir>/reranker when trained there.")
 

@@ -90,16 +90,17 @@ class Runtime:
 
         def build():  # type: ignore[no-untyped-def]
             idx, report = PolicyIndex.load_or_build(self.corpus, self.embedder, self.settings.index_dir)
-            trained_on = self.embedder.finetune.get("corpus_version")
-            if trained_on and trained_on != self.corpus.version:  # still works; new wording is learnt only by retraining
-                log.warning("the embedder was fine-tuned on corpus %s, the corpus is now %s: rerun `copilot index finetune-embedder` "
-                            "and measure with `copilot eval retrieval`", trained_on, self.corpus.version)
             if report.rebuilt:
                 log.info("index built: %d chunks (%d embedded, %d reused) in %.1fs", report.n_chunks, report.n_embedded, report.n_reused, report.seconds)
             cascade = attach_cascade(idx, self.settings)
             if cascade is not None and idx.cascade is not None:
                 log.info("cascade: %s ranks queries whose best clause scores below %.3f (index %s in %.1fs)",
                          idx.cascade.manifest.get("embedder_id"), idx.cascade_below, "built" if cascade.rebuilt else "loaded", cascade.seconds)
+            for which, emb in (("the embedder", idx.embedder), ("the cascade embedder", idx.cascade.embedder if idx.cascade else None)):
+                trained_on = emb.finetune.get("corpus_version") if emb is not None else None
+                if trained_on and trained_on != self.corpus.version:  # still works; new wording is learnt only by retraining
+                    log.warning("%s was fine-tuned on corpus %s, the corpus is now %s: rerun `copilot index finetune-embedder` "
+                                "and measure with `copilot eval retrieval`", which, trained_on, self.corpus.version)
             rdir = self.settings.resolved_reranker_dir
             if rdir is not None:
                 from copilot.retrieval.rerank import Reranker
