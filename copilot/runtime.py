@@ -96,8 +96,8 @@ class Runtime:
             if cascade is not None and idx.cascade is not None:
                 log.info("cascade: %s ranks queries whose best clause scores below %.3f (index %s in %.1fs)",
                          idx.cascade.manifest.get("embedder_id"), idx.cascade_below, "built" if cascade.rebuilt else "loaded", cascade.seconds)
-            for which, emb in (("the embedder", idx.embedder), ("the cascade embedder", idx.cascade.embedder if idx.cascade else None)):
-                trained_on = emb.finetune.get("corpus_version") if emb is not None else None
+            for which, ix in (("the embedder", idx), ("the cascade embedder", idx.cascade)):
+                trained_on = ix.embedder.finetune.get("corpus_version") if ix is not None else None
                 if trained_on and trained_on != self.corpus.version:  # still works; new wording is learnt only by retraining
                     log.warning("%s was fine-tuned on corpus %s, the corpus is now %s: rerun `copilot index finetune-embedder` "
                                 "and measure with `copilot eval retrieval`", which, trained_on, self.corpus.version)

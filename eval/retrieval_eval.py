@@ -11,6 +11,7 @@ headline, never instead of it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import time
@@ -52,6 +53,12 @@ def load_queries(folder: Path = QUERIES) -> list[Query]:
                 raise ValueError(f"{path}:{n}: gold must be a non-empty list of clause IDs and also a list of clause IDs")
             out.append(Query(r["id"], r["area"], r["kind"], r["query"], gold, also))
     return out
+
+
+def in_dev_half(query_id: str) -> bool:
+    """The fixed halves that retrieval settings are chosen on (dev) and checked on (test): a query is dev when its id's
+    md5 is even (benchmarks/fusion_grid.py, benchmarks/cascade_grid.py)."""
+    return int(hashlib.md5(query_id.encode()).hexdigest(), 16) % 2 == 0
 
 
 def inactive_clauses(corpus: Corpus, queries: list[Query]) -> list[str]:

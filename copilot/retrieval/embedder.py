@@ -239,9 +239,7 @@ class Embedder:
                 graph = Path(tmp) / "fused.onnx"
                 onnx_graph.fuse(raw, graph, config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"])
             self.session = onnx_graph.session(graph, self.threads)
-            got = self._encode_onnx(_PROBES, 8)
-            want = np.asarray(self.st.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True), dtype=np.float32)
-            worst = float((got * want).sum(1).min())
+            worst = self._worst_cosine_to_st(_PROBES)
             if worst < _ONNX_MIN_COSINE:
                 raise RuntimeError(f"exported graph disagrees with sentence-transformers (cosine {worst:.5f})")
             if self.int8:
@@ -253,13 +251,17 @@ class Embedder:
         feeds = [dict(zip(("input_ids", "attention_mask"), onnx_graph.pad([i], self.tokenizer.pad_token_id), strict=True)) for i in ids]
         stats = onnx_graph.quantize_int8(fp32, dst, feeds)
         self.session = onnx_graph.session(dst, self.threads)
-        got = self._encode_onnx(_CALIBRATION, 1)
-        want = np.asarray(self.st.encode(_CALIBRATION, normalize_embeddings=True, convert_to_numpy=True), dtype=np.float32)
-        worst = float((got * want).sum(1).min())
+        worst = self._worst_cosine_to_st(_CALIBRATION)
         log.info("embedder: int8 graph %s, worst cosine to fp32 %.4f on %d texts", stats, worst, len(_CALIBRATION))
         if worst < _INT8_MIN_COSINE:
             raise RuntimeError(f"int8 graph too far from fp32 (cosine {worst:.4f} < {_INT8_MIN_COSINE})")
         return dst
+
+    def _worst_cosine_to_st(self, texts: list[str]) -> float:
+        """The lowest cosine between the current ONNX session's vectors and sentence-transformers' for `texts`."""
+        got = self._encode_onnx(texts, 8)
+        want = np.asarray(self.st.encode(texts, normalize_embeddings=True, convert_to_numpy=True), dtype=np.float32)
+        return float((got * want).sum(1).min())
 
     def _encode_onnx(self, texts: list[str], batch_size: int) -> np.ndarray:
         if self.int8:

